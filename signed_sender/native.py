@@ -174,7 +174,8 @@ def verify(
     """
     if not isinstance(address, str) or octets(address) > MAX_ADDRESS_OCTETS:
         return Verdict(Reason.TOO_LONG if isinstance(address, str) else Reason.MALFORMED, str(address))
-    if policy.accept_prvs and address[:5].lower() == "prvs=":
+    # A native tag starts with a letter and BATV's with a digit, so `prvs=s...` (user "prvs") is ours.
+    if policy.accept_prvs and prvs.is_prvs(address):
         verdict = prvs.verify_prvs(address, keyring, now, max_skew=policy.max_skew)
         if verdict.ok and TagKind.PRVS not in _ACCEPTED_KINDS[purpose]:
             return Verdict(Reason.WRONG_PURPOSE, verdict.address, TagKind.PRVS, verdict.key_id)

@@ -30,6 +30,11 @@ VALID_DAYS = 7  # Exim signs with the expiry day set 7 days ahead
 _PRVS = re.compile(r"prvs=([0-9])([0-9]{3})([0-9a-f]{6})=(.+)", re.IGNORECASE | re.ASCII)
 
 
+def is_prvs(address: str) -> bool:
+    """True if the address has BATV prvs= syntax (its tag may still be invalid)."""
+    return _PRVS.fullmatch(address) is not None
+
+
 def _hmac6(secret: bytes, key_num: int, daystamp: str, address: str) -> str:
     message = f"{key_num}{daystamp}{address}".encode("utf-8", "surrogatepass")
     return hmac.new(secret, message, hashlib.sha1).hexdigest()[:6]
@@ -60,8 +65,9 @@ def verify_prvs(address: str, keyring: Keyring, now: float, max_skew: int = 3600
         return Verdict(Reason.MALFORMED, original, TagKind.PRVS, key_num, tag=tag)
     today = int(now) // DAY
     ahead = (int(daystamp) - today) % 1000  # days until expiry, modulo the 1000-day wrap
-    # Half the cycle ahead counts as future, half as past: "expired yesterday" is 999 days ahead.
-    expiry_day = today + ahead - 1000 if ahead >= 500 else today + ahead
+    # Three digits cannot tell an old tag from a future one; a legitimate tag is at most
+    # 7 days (8, from a signer past midnight) ahead, so anything further ahead is old.
+    expiry_day = today + ahead if ahead <= VALID_DAYS + 1 else today + ahead - 1000
     fields = {"key_id": key_num, "issued": (expiry_day - VALID_DAYS) * DAY, "expires": (expiry_day + 1) * DAY}
     if key_num not in keyring:
         return Verdict(Reason.UNKNOWN_KEY, original, TagKind.PRVS, tag=tag, **fields)
@@ -70,7 +76,7 @@ def verify_prvs(address: str, keyring: Keyring, now: float, max_skew: int = 3600
     if not any(hmac.compare_digest(_hmac6(secret, key_num, daystamp, a), presented) for a in candidates):
         return Verdict(Reason.BAD_MAC, original, TagKind.PRVS, tag=tag, **fields)
     latest_day = (int(now) + max_skew) // DAY  # a signer slightly ahead of us may be past midnight
-    if ahead >= 500:
+    if expiry_day < today:
         return Verdict(Reason.EXPIRED, original, TagKind.PRVS, tag=tag, **fields)
     if expiry_day - VALID_DAYS > latest_day:
         return Verdict(Reason.FROM_FUTURE, original, TagKind.PRVS, tag=tag, **fields)
