@@ -1,0 +1,174 @@
+"""One TOML file configures every service; it is loaded once, checked whole, and then passed around.
+
+Style principle 6: no module reads files or the environment on its own. Every error names the
+setting at fault, so a postmaster can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from signed_sender import Policy
+
+DEFAULT_PATH = Path("/etc/antiforgery/antiforgery.toml")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and the setting."""
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    #: Mail domains whose users can opt in; managed domains are added in the store.
+    domains: tuple[str, ...] = ()
+    #: RFC 8601 authserv-id for our Authentication-Results headers.
+    authserv_id: str = "localhost"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "sqlite:///antiforgery.db"
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    key_file: Path = Path("keys.toml")
+    separator: str = "="
+    max_age_days: int = 7
+    max_skew_seconds: int = 3600
+    accept_prvs: bool = True
+
+    def policy(self) -> Policy:
+        return Policy(
+            separator=self.separator,
+            max_age=self.max_age_days * 86400,
+            max_skew=self.max_skew_seconds,
+            accept_prvs=self.accept_prvs,
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    site: SiteConfig = field(default_factory=SiteConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
+
+
+_SECTIONS: dict[str, type] = {"site": SiteConfig, "store": StoreConfig, "signing": SigningConfig}
+
+
+def _coerce(where: str, expected: Any, value: Any) -> Any:
+    """Check one value against its dataclass field type, converting the few TOML-to-Python cases."""
+    if expected == "tuple[str, ...]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings")
+        return tuple(v.strip().lower() for v in value)
+    if expected == "Path":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where} must be a non-empty path string")
+        return Path(value)
+    python_type = {"str": str, "int": int, "bool": bool}[expected]
+    if not isinstance(value, python_type) or (python_type is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be of type {expected}, not {type(value).__name__}")
+    return value
+
+
+def _section(path: Path, name: str, raw: Any) -> Any:
+    cls = _SECTIONS[name]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {', '.join(f'[{name}] {k}' for k in unknown)}")
+    values = {k: _coerce(f"{path}: [{name}] {k}", known[k].type, v) for k, v in raw.items()}
+    return cls(**values)
+
+
+def _resolve(base: Path, value: Path) -> Path:
+    return value if value.is_absolute() else base / value
+
+
+def _resolve_sqlite(base: Path, url: str) -> str:
+    """Relative SQLite paths are relative to the config file, not to wherever the CLI was run."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str(base / url[len(prefix) :])
+    return url
+
+
+def parse(path: Path, text: str) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {', '.join(f'[{k}]' for k in unknown)}")
+    sections = {name: _section(path, name, raw[name]) for name in _SECTIONS if name in raw}
+    base = path.parent.resolve()
+    config = Config(path=path, **sections)
+    signing = config.signing
+    try:
+        signing.policy()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [signing]: {exc}") from None
+    if signing.max_age_days < 1 or signing.max_age_days > 60:
+        raise ConfigError(f"{path}: [signing] max_age_days must be between 1 and 60")
+    return Config(
+        path=path,
+        site=config.site,
+        store=StoreConfig(url=_resolve_sqlite(base, config.store.url)),
+        signing=SigningConfig(
+            key_file=_resolve(base, signing.key_file),
+            separator=signing.separator,
+            max_age_days=signing.max_age_days,
+            max_skew_seconds=signing.max_skew_seconds,
+            accept_prvs=signing.accept_prvs,
+        ),
+    )
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file (create one with 'antiforgery init')") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse(path, text)
+
+
+def template(domains: list[str], store_url: str = "sqlite:///antiforgery.db") -> str:
+    """The file `antiforgery init` writes: every setting, commented, at its default."""
+    domain_list = ", ".join(f'"{d}"' for d in domains)
+    return f"""\
+# antiforgery configuration. Relative paths are relative to this file.
+# deploy/antiforgery.example.toml documents every setting.
+
+[site]
+# Mail domains whose users can opt in to forgery protection.
+domains = [{domain_list}]
+# authserv-id used in the Authentication-Results headers we add (RFC 8601).
+authserv_id = "{domains[0] if domains else "localhost"}"
+
+[store]
+# SQLAlchemy URL: SQLite for one node, PostgreSQL for several
+# (postgresql+psycopg://user@host/dbname).
+url = "{store_url}"
+
+[signing]
+# Secrets, one per key id; mode 0600. Manage with 'antiforgery keys rotate|list'.
+key_file = "keys.toml"
+# Character between the local part and the tag; the MTA's recipient delimiter must include it.
+separator = "="
+# How long a signed sender stays valid, and the clock skew tolerated between nodes.
+max_age_days = 7
+max_skew_seconds = 3600
+# Also accept BATV prvs= senders (Exim's ${{prvs}}) signed with the same keys.
+accept_prvs = true
+"""
