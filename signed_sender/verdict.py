@@ -53,6 +53,18 @@ class Verdict:
     def ok(self) -> bool:
         return self.reason is Reason.VALID
 
+    def signed_form(self, separator: str) -> str | None:
+        """The presented signed address in canonical (lower-case) form: the key of the blacklist.
+
+        Two spellings of one tag (MTAs fold case, local parts may be quoted) give one key.
+        """
+        if self.tag is None:
+            return None
+        if self.kind is TagKind.PRVS:
+            return f"{self.tag}={self.address}".lower()
+        local, _, domain = self.address.rpartition("@")
+        return f"{local}{separator}{self.tag}@{domain}".lower()
+
     @property
     def signed(self) -> bool:
         """True when the address carried something in the shape of a tag, valid or not."""

@@ -244,3 +244,11 @@ def test_separator_must_be_one_of_the_safe_set() -> None:
 def test_user_named_prvs_is_signed_natively_and_not_mistaken_for_batv() -> None:
     signed = sign("PRVS@example.ac.uk", RING, NOW)
     assert verify(signed, RING, NOW).ok
+
+
+def test_signed_form_is_one_key_for_every_spelling_of_a_tag() -> None:
+    signed = sign("Alice@Example.ac.uk", RING, NOW)
+    quoted = '"' + signed.split("@")[0] + '"@' + signed.split("@")[1]
+    forms = {verify(s, RING, NOW).signed_form("=") for s in (signed, signed.upper(), quoted)}
+    assert forms == {signed.lower()}
+    assert verify("alice@example.ac.uk", RING, NOW).signed_form("=") is None
