@@ -1,0 +1,58 @@
+"""Postfix SMTPD access policy delegation protocol (Postfix SMTPD_POLICY_README), sans I/O.
+
+A request is `name=value` lines ending in an empty line; the reply is one `action=...` line and
+an empty line. The parser is a pure function of bytes, so it is tested without a socket; the
+server in `policy_server.py` only moves bytes. Input is never trusted: line and request sizes are
+bounded, and anything malformed ends the connection rather than being guessed at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_LINE = 4096  # Postfix values are bounded by SMTP line lengths; this is generous
+MAX_ATTRIBUTES = 128  # Postfix 3.x sends about 40
+
+
+class PolicyProtocolError(ValueError):
+    """The peer does not speak the policy protocol; the connection is closed."""
+
+
+@dataclass
+class PolicyParser:
+    """Feed bytes in; take complete requests (attribute dicts) out."""
+
+    _buffer: bytearray = field(default_factory=bytearray)
+    _current: dict[str, str] = field(default_factory=dict)
+
+    def feed(self, data: bytes) -> list[dict[str, str]]:
+        self._buffer += data
+        requests: list[dict[str, str]] = []
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > MAX_LINE:
+                    raise PolicyProtocolError("policy request line too long")
+                return requests
+            line = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            if len(line) > MAX_LINE:
+                raise PolicyProtocolError("policy request line too long")
+            if not line:
+                if self._current:
+                    requests.append(self._current)
+                    self._current = {}
+                continue
+            name, sep, value = line.partition(b"=")
+            if not sep or not name:
+                raise PolicyProtocolError("policy request line is not name=value")
+            if len(self._current) >= MAX_ATTRIBUTES:
+                raise PolicyProtocolError("too many attributes in one policy request")
+            # Postfix xtext-encodes nothing here; values are bytes from SMTP, possibly UTF-8.
+            self._current[name.decode("ascii", "replace")] = value.decode("utf-8", "surrogateescape")
+
+
+def format_reply(action: str) -> bytes:
+    """One `action=` line; newlines in the text would let a reason inject a second reply."""
+    clean = action.replace("\r", " ").replace("\n", " ")
+    return f"action={clean}\n\n".encode("utf-8", "surrogateescape")
