@@ -1,0 +1,79 @@
+"""Events: what was rejected, flagged or deferred, when, why, for whom (for the stats pages).
+
+Events are not directory data: recording one takes no write lock and does not move the version,
+so that busy verification nodes neither queue behind each other nor reload their snapshots.
+What arrived on the wire may be anything: too long addresses and client names are cut to fit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from . import convert
+from .base import StoreBase
+from .errors import InvalidValue
+from .models import EVENT_ADDRESS_LENGTH, EVENT_CLIENT_LENGTH, EVENT_REASON_LENGTH, EventRow
+from .records import Event, EventKind
+
+DEFAULT_EVENT_LIMIT = 100
+
+
+class EventsMixin(StoreBase):
+    def record_event(
+        self,
+        kind: EventKind,
+        reason: str,
+        address: str,
+        *,
+        user_id: int | None = None,
+        client: str | None = None,
+        detail: str | None = None,
+        at: dt.datetime | None = None,
+    ) -> Event:
+        """Record one event; `reason` is a short code (a `signed_sender.Reason` or tagcheck value)."""
+        try:
+            kind = EventKind(kind)
+        except ValueError:
+            raise InvalidValue(f"event kind must be one of {', '.join(k.value for k in EventKind)}") from None
+        if not reason or len(reason) > EVENT_REASON_LENGTH:
+            raise InvalidValue(f"an event reason is a code of 1 to {EVENT_REASON_LENGTH} characters")
+        row = EventRow(
+            at=convert.aware(at, "at") if at is not None else self._clock(),
+            kind=kind,
+            address=convert.clip(address, EVENT_ADDRESS_LENGTH),
+            user_id=user_id,
+            reason=reason,
+            client=convert.clip(client, EVENT_CLIENT_LENGTH) if client is not None else None,
+            detail=detail,
+        )
+        try:
+            with self._reads.begin() as session:
+                session.add(row)
+                session.flush()
+                return convert.event(row)
+        except IntegrityError:
+            raise InvalidValue(f"cannot record an event for user id {user_id}: no such user") from None
+
+    def list_events(
+        self, user: str | None = None, since: dt.datetime | None = None, limit: int = DEFAULT_EVENT_LIMIT
+    ) -> list[Event]:
+        """Events newest first, optionally of one user (by login) and at or after `since`."""
+        if limit < 1:
+            raise InvalidValue("the event limit must be at least 1")
+        query = select(EventRow).order_by(EventRow.at.desc(), EventRow.id.desc()).limit(limit)
+        if since is not None:
+            query = query.where(EventRow.at >= convert.aware(since, "since"))
+        with self._read() as session:
+            if user is not None:
+                query = query.where(EventRow.user_id == self._user_row(session, user).id)
+            return [convert.event(row) for row in session.scalars(query)]
+
+    def events_purge(self, before: dt.datetime) -> int:
+        """Delete events older than `before` (retention); return how many."""
+        before = convert.aware(before, "before")
+        with self._reads.begin() as session:
+            result = session.execute(delete(EventRow).where(EventRow.at < before))
+            return int(getattr(result, "rowcount", 0) or 0)
