@@ -1,0 +1,254 @@
+"""Fixtures for tests against real components: Exim, PostgreSQL and SQLite.
+
+Real daemons and binaries, never mocks. `scripts/setup-system` installs them. Where one is missing,
+a test that needs it is skipped on a developer's machine and fails under CI=true, so CI cannot turn
+green by skipping what it was meant to check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXIM_BINARY = ROOT / ".cache" / "exim" / "usr" / "sbin" / "exim4"
+EXIM_USER = "Debian-exim"  # compiled into Debian's binary; Exim refuses to start without it
+
+# Tried in order; the first that answers is used to create and drop the test databases.
+POSTGRESQL_ADMIN_URLS = (
+    "postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql",  # trust auth (CI machines)
+    "postgresql+psycopg://root@/postgres?host=/var/run/postgresql",  # Debian's peer auth, as root
+    "postgresql+psycopg://postgres@127.0.0.1/postgres",
+)
+
+
+def require_component(name: str, why: str) -> NoReturn:
+    """Stop the current test because a real component is missing: skip locally, fail under CI=true."""
+    message = f"{name} unavailable: {why}. Run `sudo scripts/setup-system` to install it."
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: a missing component is a failure, not a skip)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(name="require_component")
+def _require_component_fixture() -> Callable[[str, str], NoReturn]:
+    """The same helper as a fixture, for test modules that prefer not to import from conftest."""
+    return require_component
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by the components they use, so `-m "not exim and not postgresql"` runs without them."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        callspec = getattr(item, "callspec", None)
+        if "exim" in names:
+            item.add_marker(pytest.mark.exim)
+        uses_pg_store = callspec is not None and callspec.params.get("store_url") == "postgresql"
+        if "postgresql_url" in names or uses_pg_store:
+            item.add_marker(pytest.mark.postgresql)
+
+
+# --- Exim ------------------------------------------------------------------------------------------
+
+
+class EximError(RuntimeError):
+    """Exim exited non-zero or reported a failed expansion."""
+
+
+BASE_EXIM_OPTIONS = {
+    "primary_hostname": "gateway.test",
+    "exim_user": EXIM_USER,
+    "exim_group": EXIM_USER,
+    "keep_environment": "",  # silences "purging the environment" on every run
+    "queue_only": "true",  # -bs accepts into the spool and delivers nothing behind the test's back
+}
+_OPTION_NAME = re.compile(r"^\s*(?:no_|not_)?([a-z][a-z0-9_]*)\s*(?:=|$)")
+_BEGIN = re.compile(r"^\s*begin\s+\w+", re.MULTILINE)
+
+
+class Exim:
+    """The real Exim binary run with a throw-away configuration; no daemon is ever started.
+
+    Each command runs `exim4 -C <config> ...` as root. The base configuration sets the host name,
+    the Exim user, a private spool and log directory, and `queue_only`; `config_text` is appended
+    to it (main options, then `begin acl` and so on), and a main option it sets replaces the base one.
+    """
+
+    def __init__(self, binary: Path, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.spool_directory = workdir / "spool"
+        self.log_directory = workdir / "log"
+
+    def config_file(self, config_text: str | None = None) -> Path:
+        """Write (once per distinct text) and return a configuration file Exim accepts with -C."""
+        extra = config_text or ""
+        main_section = _BEGIN.split(extra, maxsplit=1)[0]
+        overridden = {m[1] for line in main_section.splitlines() if (m := _OPTION_NAME.match(line))}
+        options = {
+            **BASE_EXIM_OPTIONS,
+            "spool_directory": str(self.spool_directory),
+            "log_file_path": f"{self.log_directory}/%slog",
+        }
+        base = "".join(f"{key} = {value}\n" for key, value in options.items() if key not in overridden)
+        text = base + extra + ("" if extra.endswith("\n") or not extra else "\n")
+        path = self.workdir / f"exim-{hashlib.sha256(text.encode()).hexdigest()[:16]}.conf"
+        if not path.exists():
+            # Exim refuses a -C file that is not owned by root or is writable by group or others.
+            path.write_text(text)
+            path.chmod(0o644)
+        return path
+
+    def run(
+        self,
+        args: Sequence[str],
+        input: str | None = None,
+        config_text: str | None = None,
+        check: bool = True,
+        timeout: float = 30,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run exim4 with the test configuration and `args` (-bh 192.0.2.1, -bs, ...)."""
+        command = [str(self.binary), "-C", str(self.config_file(config_text)), *args]
+        result = subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise EximError(
+                f"{' '.join(command)} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def expand(self, expr: str, config_text: str | None = None) -> str:
+        """Return what `exim4 -be expr` expands to (without the newline Exim appends).
+
+        Exim exits 0 even when an expansion fails and prints `Failed: <reason>` instead: that
+        becomes an EximError, as a forced failure (`fail`) does.
+        """
+        result = self.run(["-be", expr], config_text=config_text)
+        output = result.stdout.removesuffix("\n")
+        if output.startswith("Failed: "):
+            raise EximError(f"expansion of {expr!r} failed: {output[8:]}\nstderr:\n{result.stderr}")
+        return output
+
+
+@pytest.fixture(scope="session")
+def exim() -> Iterator[Exim]:
+    if not EXIM_BINARY.is_file():
+        require_component("Exim", f"{EXIM_BINARY.relative_to(ROOT)} not found")
+    if os.geteuid() != 0:
+        require_component("Exim", "the tests run `exim4 -C` as root, and this is not root")
+    try:
+        account = pwd.getpwnam(EXIM_USER)
+    except KeyError:
+        require_component("Exim", f"system user {EXIM_USER} does not exist")
+    # Exim drops to its own user to receive messages, so it must be able to reach the spool and log:
+    # a world-traversable directory under /tmp, not pytest's root-only tmp_path.
+    workdir = Path(tempfile.mkdtemp(prefix="antiforgery-exim-"))
+    workdir.chmod(0o755)
+    try:
+        instance = Exim(EXIM_BINARY, workdir)
+        for directory in (instance.spool_directory, instance.log_directory):
+            directory.mkdir(mode=0o750)
+            os.chown(directory, account.pw_uid, account.pw_gid)
+        try:
+            instance.run(["-bV"])
+        except (EximError, OSError) as error:
+            require_component("Exim", f"{EXIM_BINARY} does not run: {error}")
+        yield instance
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- Databases -------------------------------------------------------------------------------------
+
+
+class PostgreSQLServer:
+    """An administrative connection to the local server that creates and drops test databases."""
+
+    def __init__(self, admin_url: str) -> None:
+        from sqlalchemy import create_engine
+
+        self.admin_url = admin_url
+        self.engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+
+    def create_database(self) -> str:
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+
+        name = f"antiforgery_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        with self.engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop_database(self, url: str) -> None:
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+
+        name = make_url(url).database
+        with self.engine.connect() as connection:
+            # FORCE: a test that leaked a connection must not leave its database behind.
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[PostgreSQLServer]:
+    try:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError as error:
+        require_component("PostgreSQL", f"SQLAlchemy is not installed ({error})")
+    candidates = [os.environ["ANTIFORGERY_TEST_PG_ADMIN_URL"]] if "ANTIFORGERY_TEST_PG_ADMIN_URL" in os.environ else []
+    errors = []
+    for url in [*candidates, *POSTGRESQL_ADMIN_URLS]:
+        try:
+            server = PostgreSQLServer(url)
+            with server.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except (SQLAlchemyError, ImportError) as error:
+            errors.append(f"{url}: {str(getattr(error, 'orig', None) or error).splitlines()[0]}")
+            continue
+        try:
+            yield server
+        finally:
+            server.engine.dispose()
+        return
+    require_component("PostgreSQL", "no local server answered (" + "; ".join(errors) + ")")
+
+
+@pytest.fixture(scope="session")
+def postgresql_url(postgresql_server: PostgreSQLServer) -> Iterator[str]:
+    """SQLAlchemy URL of a fresh database that lives for the whole test session."""
+    url = postgresql_server.create_database()
+    try:
+        yield url
+    finally:
+        postgresql_server.drop_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """SQLAlchemy URL of a new SQLite file, one per test."""
+    return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty store database on each backend, one per test, so store tests run on both."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+        return
+    server: PostgreSQLServer = request.getfixturevalue("postgresql_server")
+    url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
