@@ -37,11 +37,13 @@ def test_valid_for_seven_days_then_expired() -> None:
 def test_expiry_is_correct_across_the_1000_day_wrap() -> None:
     signed = sign_prvs("alice@example.ac.uk", RING, day_start(20_996))  # expiry day ...003
     assert "=3003" in signed
-    assert verify_prvs(signed, RING, day_start(20_999)).ok  # Exim's 003 >= 999 check says expired
+    assert verify_prvs(signed, RING, day_start(20_999)).ok
     assert verify_prvs(signed, RING, day_start(21_004)).reason is Reason.EXPIRED
 
 
 def test_long_expired_tag_is_not_accepted_again_within_the_cycle() -> None:
+    # Exim's own check (E >= T, with T set to 0 when E < 7 and T >= 993) accepts expiry day 997
+    # again for about 780 days after day ...000; we refuse it.
     signed = sign_prvs("alice@example.ac.uk", RING, day_start(20_990))  # expiry day ...997
     for later in (20_998, 21_001, 21_100, 21_400, 21_900):
         assert verify_prvs(signed, RING, day_start(later)).reason is Reason.EXPIRED, later

@@ -1,0 +1,89 @@
+"""`sign`, `verify` and `blacklist`: what a postmaster needs to debug and contain a tag."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from typing import Any
+
+from signed_sender import TagKind, sign, sign_fixed, sign_prvs, verify
+
+from ..tagcheck import check_address
+from .context import Context, UsageError
+
+
+def register(commands: Any) -> None:
+    signer = commands.add_parser("sign", help="print the signed form of an address")
+    signer.add_argument("address")
+    signer.add_argument("--at", type=int, metavar="UNIXTIME", help="sign as of this time (default: now)")
+    signer.add_argument("--recipient", help="make the fixed tag for mail from ADDRESS to this recipient")
+    signer.add_argument("--format", choices=["native", "prvs"], default="native")
+    signer.set_defaults(handler=cmd_sign)
+
+    checker = commands.add_parser("verify", help="print 'valid' or 'invalid: REASON' (exit 0 or 1)")
+    checker.add_argument("address")
+    checker.add_argument("--at", type=int, metavar="UNIXTIME", help="verify as of this time (default: now)")
+    checker.set_defaults(handler=cmd_verify)
+
+    blacklist = commands.add_parser("blacklist", help="leaked tags that must no longer verify")
+    actions = blacklist.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="blacklist a leaked signed address until it expires")
+    add.add_argument("signed_address")
+    add.add_argument("--reason", default="reported as leaked")
+    add.set_defaults(handler=cmd_blacklist_add)
+    add.add_argument("--at", type=int, metavar="UNIXTIME", help="as of this time (default: now)")
+    actions.add_parser("list", help="list blacklisted tags").set_defaults(handler=cmd_blacklist_list)
+    purge = actions.add_parser("purge", help="drop entries whose tags have expired")
+    purge.add_argument("--at", type=int, metavar="UNIXTIME", help="as of this time (default: now)")
+    purge.set_defaults(handler=cmd_blacklist_purge)
+
+
+def cmd_sign(ctx: Context, args: argparse.Namespace) -> int:
+    if args.recipient and args.format == "prvs":
+        raise UsageError("--recipient makes a native fixed tag; it cannot be combined with --format prvs")
+    if args.recipient:
+        fixed = ctx.store.add_fixed_tag_for_address(args.address, args.recipient)
+        ctx.say(sign_fixed(args.address, fixed.id, ctx.keyring, ctx.policy))
+    elif args.format == "prvs":
+        ctx.say(sign_prvs(args.address, ctx.keyring, ctx.now()))
+    else:
+        ctx.say(sign(args.address, ctx.keyring, ctx.now(), ctx.policy))
+    return 0
+
+
+def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
+    result = check_address(args.address, ctx.keyring, ctx.now(), ctx.policy, ctx.store)
+    ctx.say("valid" if result.ok else f"invalid: {result.reason}")
+    return 0 if result.ok else 1
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def cmd_blacklist_add(ctx: Context, args: argparse.Namespace) -> int:
+    verdict = verify(args.signed_address, ctx.keyring, ctx.now(), ctx.policy)
+    if not verdict.signed or verdict.tag is None:
+        raise UsageError(f"{args.signed_address} carries no tag; there is nothing to blacklist")
+    if verdict.kind is TagKind.FIXED:
+        raise UsageError("fixed tags do not expire: revoke the fixed tag instead of blacklisting it")
+    if verdict.expires is None or verdict.expires < ctx.now():
+        ctx.say(f"{args.signed_address} has already expired; nothing to do")
+        return 0
+    signed_form = verdict.signed_form(ctx.policy.separator)
+    assert signed_form is not None
+    ctx.store.blacklist_add(signed_form, verdict.address, args.reason, _utc(verdict.expires))
+    ctx.say(f"blacklisted {signed_form} until {_utc(verdict.expires):%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
+def cmd_blacklist_list(ctx: Context, args: argparse.Namespace) -> int:
+    for entry in ctx.store.blacklist_list():
+        ctx.say(f"{entry.signed_address}  until {entry.expires_at:%Y-%m-%d %H:%M} UTC  {entry.reason}")
+    return 0
+
+
+def cmd_blacklist_purge(ctx: Context, args: argparse.Namespace) -> int:
+    count = ctx.store.blacklist_purge(_utc(ctx.now()))
+    ctx.say(f"purged {count} expired entr{'y' if count == 1 else 'ies'}")
+    return 0
