@@ -1,0 +1,124 @@
+"""An in-memory copy of the directory, so that no verification request waits on the database.
+
+Design, "Scale": every verification node keeps a snapshot of opt-ins, aliases, fixed tags and the
+blacklist, and replaces it whole when the store's version moves. A snapshot is immutable: a
+request sees one consistent directory even while a refresh is building the next one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+
+from .store.models import (
+    AddressRow,
+    AliasRow,
+    AliasTargetRow,
+    BlacklistRow,
+    DomainRow,
+    FixedTagRow,
+    StoreMetaRow,
+    UserRow,
+)
+from .store.records import Mode, ResolutionKind
+from .store.resolve import Route, Target, follow
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotUser:
+    id: int
+    login: str
+    primary_address: str
+    mode: Mode
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    users: Mapping[int, SnapshotUser] = field(default_factory=dict)
+    owners: Mapping[str, int] = field(default_factory=dict)  # primary and extra addresses
+    aliases: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
+    fixed_tags: Mapping[int, int] = field(default_factory=dict)  # active fixed tag id -> user id
+    blacklist: frozenset[str] = frozenset()  # canonical signed forms (Verdict.signed_form)
+    domains: frozenset[str] = frozenset()  # managed mail domains from the store
+
+    # gateway.store.resolve.Directory
+    def owner(self, address: str) -> int | None:
+        return self.owners.get(address)
+
+    def alias_targets(self, address: str) -> Sequence[Target] | None:
+        return self.aliases.get(address)
+
+    # gateway.tagcheck.TagFacts
+    def is_blacklisted(self, signed_form: str) -> bool:
+        return signed_form in self.blacklist
+
+    def fixed_tag_user(self, fixed_id: int) -> int | None:
+        return self.fixed_tags.get(fixed_id)
+
+    def user_of(self, address: str) -> int | None:
+        return self.route(address).user_id
+
+    def route(self, address: str) -> Route:
+        """Follow aliases from an address compared case-insensitively."""
+        return follow(address.lower(), self)
+
+    def user(self, user_id: int | None) -> SnapshotUser | None:
+        return None if user_id is None else self.users.get(user_id)
+
+    @property
+    def protected_users(self) -> int:
+        return sum(1 for u in self.users.values() if u.mode is not Mode.OFF)
+
+
+def current_version(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(select(StoreMetaRow.version).where(StoreMetaRow.id == 1)) or 0)
+
+
+def load(engine: Engine, now: dt.datetime) -> Snapshot:
+    """Read the whole directory in one transaction, so the copy is consistent with its version."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            version = int(connection.scalar(select(StoreMetaRow.version).where(StoreMetaRow.id == 1)) or 0)
+            users = {
+                row.id: SnapshotUser(row.id, row.login, row.primary_address, Mode(row.mode))
+                for row in connection.execute(
+                    select(UserRow.id, UserRow.login, UserRow.primary_address, UserRow.mode)
+                )
+            }
+            owners = {user.primary_address: user.id for user in users.values()}
+            owners.update(connection.execute(select(AddressRow.address, AddressRow.user_id)).tuples())
+            aliases: dict[str, list[Target]] = {}
+            for address, user_id, target in connection.execute(
+                select(AliasRow.address, AliasTargetRow.target_user_id, AliasTargetRow.target_address)
+                .join(AliasTargetRow, AliasTargetRow.alias_id == AliasRow.id)
+                .order_by(AliasTargetRow.id)
+            ):
+                aliases.setdefault(address, []).append(Target(user_id=user_id, address=target))
+            fixed = dict(
+                connection.execute(
+                    select(FixedTagRow.id, FixedTagRow.user_id).where(FixedTagRow.revoked_at.is_(None))
+                ).tuples()
+            )
+            blacklist = frozenset(
+                connection.scalars(select(BlacklistRow.signed_address).where(BlacklistRow.expires_at > now))
+            )
+            domains = frozenset(connection.scalars(select(DomainRow.name)))
+    return Snapshot(
+        version=version,
+        users=users,
+        owners=owners,
+        aliases={k: tuple(v) for k, v in aliases.items()},
+        fixed_tags=fixed,
+        blacklist=blacklist,
+        domains=domains,
+    )
+
+
+__all__ = ["ResolutionKind", "Snapshot", "SnapshotUser", "current_version", "load"]
