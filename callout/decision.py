@@ -56,6 +56,7 @@ class Decision:
     checked: str | None = None
     role: Role | None = None
     login: str | None = None
+    user_id: int | None = None
     mode: Mode | None = None
     #: The event to record for the user's statistics, if any.
     event: EventKind | None = None
@@ -123,7 +124,9 @@ def _judge(address: str, role: Role, now: float, snapshot: Snapshot, rules: Rule
         return Decision(Action.ACCEPT, "not_protected", text, checked=address, role=role)
 
     text = f"{address}: valid signature"
-    valid = Decision(Action.ACCEPT, "valid", text, checked=address, role=role, login=user.login, mode=user.mode)
+    valid = Decision(
+        Action.ACCEPT, "valid", text, checked=address, role=role, login=user.login, user_id=user.id, mode=user.mode
+    )
     if result.ok:
         return valid
     reason = result.reason
@@ -158,6 +161,7 @@ def _malformed_bounce(request: Request, snapshot: Snapshot, rules: Rules, sender
         checked=recipient,
         role=Role.BOUNCE_RECIPIENT,
         login=judged.login,
+        user_id=judged.user_id,
         mode=judged.mode,
         event=EventKind.MALFORMED_BOUNCE,
     )

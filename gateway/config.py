@@ -51,14 +51,41 @@ class SigningConfig:
 
 
 @dataclass(frozen=True)
+class VerificationConfig:
+    """The verification service (`antiforgery serve`): which adapters listen where, and its rules.
+
+    A listen address is "host:port" ("[::1]:port" for IPv6); an empty string turns the adapter off.
+    """
+
+    policy_listen: str = "127.0.0.1:10040"  # Postfix check_policy_service
+    socketmap_listen: str = "127.0.0.1:10041"  # Postfix socketmap: sign and verify maps
+    readsocket_listen: str = "127.0.0.1:10042"  # Exim ${readsocket}
+    callout_listen: str = ""  # SMTP callout responder; public, so off until configured
+    http_listen: str = "127.0.0.1:10080"  # JSON for webmail and list servers
+    metrics_listen: str = "127.0.0.1:9125"  # Prometheus
+    refresh_seconds: float = 1.0
+    probe_senders: tuple[str, ...] = ("double-bounce",)
+    bounce_like_senders: tuple[str, ...] = ("mailer-daemon", "postmaster")
+    recipient_delimiters: str = ""  # default: the signing separator
+    submission_service: str = "the authenticated submission service"
+    warning_header: str = "X-Antiforgery-Warning"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     site: SiteConfig = field(default_factory=SiteConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
 
 
-_SECTIONS: dict[str, type] = {"site": SiteConfig, "store": StoreConfig, "signing": SigningConfig}
+_SECTIONS: dict[str, type] = {
+    "site": SiteConfig,
+    "store": StoreConfig,
+    "signing": SigningConfig,
+    "verification": VerificationConfig,
+}
 
 
 def _coerce(where: str, expected: Any, value: Any) -> Any:
@@ -71,6 +98,10 @@ def _coerce(where: str, expected: Any, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where} must be a non-empty path string")
         return Path(value)
+    if expected == "float":
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{where} must be a positive number")
+        return float(value)
     python_type = {"str": str, "int": int, "bool": bool}[expected]
     if not isinstance(value, python_type) or (python_type is int and isinstance(value, bool)):
         raise ConfigError(f"{where} must be of type {expected}, not {type(value).__name__}")
@@ -87,6 +118,15 @@ def _section(path: Path, name: str, raw: Any) -> Any:
         raise ConfigError(f"{path}: unknown setting {', '.join(f'[{name}] {k}' for k in unknown)}")
     values = {k: _coerce(f"{path}: [{name}] {k}", known[k].type, v) for k, v in raw.items()}
     return cls(**values)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """ "127.0.0.1:10040" or "[::1]:10040" to (host, port)."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return host, int(port)
 
 
 def _resolve(base: Path, value: Path) -> Path:
@@ -119,9 +159,19 @@ def parse(path: Path, text: str) -> Config:
         raise ConfigError(f"{path}: [signing]: {exc}") from None
     if signing.max_age_days < 1 or signing.max_age_days > 60:
         raise ConfigError(f"{path}: [signing] max_age_days must be between 1 and 60")
+    verification = config.verification
+    for name in ("policy_listen", "socketmap_listen", "readsocket_listen", "callout_listen", "http_listen",
+                 "metrics_listen"):
+        value = getattr(verification, name)
+        if value:
+            try:
+                parse_listen(value)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: [verification] {name}: {exc}") from None
     return Config(
         path=path,
         site=config.site,
+        verification=verification,
         store=StoreConfig(url=_resolve_sqlite(base, config.store.url)),
         signing=SigningConfig(
             key_file=_resolve(base, signing.key_file),

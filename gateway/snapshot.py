@@ -88,12 +88,14 @@ def load(engine: Engine, now: dt.datetime) -> Snapshot:
             version = int(connection.scalar(select(StoreMetaRow.version).where(StoreMetaRow.id == 1)) or 0)
             users = {
                 row.id: SnapshotUser(row.id, row.login, row.primary_address, Mode(row.mode))
-                for row in connection.execute(
-                    select(UserRow.id, UserRow.login, UserRow.primary_address, UserRow.mode)
-                )
+                for row in connection.execute(select(UserRow.id, UserRow.login, UserRow.primary_address, UserRow.mode))
             }
             owners = {user.primary_address: user.id for user in users.values()}
-            owners.update(connection.execute(select(AddressRow.address, AddressRow.user_id)).tuples())
+            # A Result has keys(), so dict.update() would treat it as a mapping: iterate explicitly.
+            owners.update(
+                (address, user_id)
+                for address, user_id in connection.execute(select(AddressRow.address, AddressRow.user_id))
+            )
             aliases: dict[str, list[Target]] = {}
             for address, user_id, target in connection.execute(
                 select(AliasRow.address, AliasTargetRow.target_user_id, AliasTargetRow.target_address)
@@ -101,11 +103,12 @@ def load(engine: Engine, now: dt.datetime) -> Snapshot:
                 .order_by(AliasTargetRow.id)
             ):
                 aliases.setdefault(address, []).append(Target(user_id=user_id, address=target))
-            fixed = dict(
-                connection.execute(
+            fixed = {
+                fixed_id: user_id
+                for fixed_id, user_id in connection.execute(
                     select(FixedTagRow.id, FixedTagRow.user_id).where(FixedTagRow.revoked_at.is_(None))
-                ).tuples()
-            )
+                )
+            }
             blacklist = frozenset(
                 connection.scalars(select(BlacklistRow.signed_address).where(BlacklistRow.expires_at > now))
             )

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TextIO
 
@@ -25,7 +26,7 @@ from .context import Context, UsageError
 
 Handler = Callable[[Context, argparse.Namespace], int]
 
-EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_NO, EXIT_USAGE, EXIT_SOFTWARE = 0, 1, 2, 70  # sysexits.h EX_SOFTWARE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     setup.register(commands)
     users.register(commands)
     tags.register(commands)
+    # Services built on the gateway (callout, webopt) add their commands through an entry-point
+    # group, so that this package never imports them (STYLE principle 1: no import cycles).
+    for entry in sorted(entry_points(group="antiforgery.commands"), key=lambda e: e.name):
+        entry.load()(commands)
     return parser
 
 
@@ -71,6 +76,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return _fail(err, f"{exc.filename or ''}: {exc.strerror}".lstrip(": "))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: still one line, with the details only when asked for
+        if os.environ.get("ANTIFORGERY_DEBUG"):
+            raise
+        print(
+            f"antiforgery: internal error: {type(exc).__name__}: {exc} (set ANTIFORGERY_DEBUG=1 for details)",
+            file=err,
+        )
+        return EXIT_SOFTWARE
     finally:
         ctx.close()
 

@@ -16,7 +16,9 @@ RULES = Rules(keyring=RING, policy=Policy())
 
 
 def snapshot(**modes: Mode) -> Snapshot:
-    users = {i: SnapshotUser(i, login, f"{login}@example.ac.uk", mode) for i, (login, mode) in enumerate(modes.items(), 1)}
+    users = {
+        i: SnapshotUser(i, login, f"{login}@example.ac.uk", mode) for i, (login, mode) in enumerate(modes.items(), 1)
+    }
     ids = {u.login: u.id for u in users.values()}
     owners = {u.primary_address: u.id for u in users.values()}
     owners["a.smith@example.ac.uk"] = ids.get("alice", 0)

@@ -1,0 +1,66 @@
+"""`antiforgery serve`: start the configured adapters around one verification service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from prometheus_client import start_http_server
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway import keyfile
+from gateway.config import Config, parse_listen
+from gateway.store import Store
+
+from . import policy_server
+from .rules import rules_from
+from .service import VerificationService
+from .streams import Session, serve
+
+log = logging.getLogger("antiforgery.serve")
+
+
+def open_store(url: str) -> Store:
+    """Open the store; if it is unreachable, start anyway and defer until it comes back."""
+    try:
+        return Store.open(url)
+    except SQLAlchemyError as exc:
+        log.warning("store unreachable at start (%s); deferring requests until it answers", type(exc).__name__)
+        return Store.open(url, check_schema=False)
+
+
+def adapters(config: Config, service: VerificationService) -> dict[str, tuple[str, Session]]:
+    """Adapter name -> (listen address, session); only those with an address are started."""
+    verification = config.verification
+    table = {"policy": (verification.policy_listen, policy_server.session_factory(service))}
+    return {name: (listen, session) for name, (listen, session) in table.items() if listen}
+
+
+async def run(config: Config, stop: asyncio.Event | None = None) -> None:
+    keyring = keyfile.load(config.signing.key_file)
+    store = await asyncio.to_thread(open_store, config.store.url)
+    rules = rules_from(config, keyring)
+    service = VerificationService(store, rules, refresh_seconds=config.verification.refresh_seconds)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    await service.start()
+    servers = []
+    try:
+        for name, (listen, session) in adapters(config, service).items():
+            host, port = parse_listen(listen)
+            servers.append(await serve(name, host, port, session))
+        if config.verification.metrics_listen:
+            host, port = parse_listen(config.verification.metrics_listen)
+            start_http_server(port, host)
+            log.info("metrics listening on %s:%d", host, port)
+        await stop.wait()
+    finally:
+        for server in servers:
+            server.close()
+        await service.stop()
+        store.close()

@@ -1,0 +1,45 @@
+"""What every line-oriented adapter server shares: start, idle timeout, and closing cleanly.
+
+Each adapter is a function `session(reader, writer)`; this module only runs it on a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("antiforgery.server")
+
+Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+#: A client silent this long is dropped; Postfix's own policy client gives up after 100 s.
+IDLE_SECONDS = 300.0
+READ_CHUNK = 8192
+
+
+async def read_chunk(reader: asyncio.StreamReader) -> bytes:
+    """Next bytes from the peer, or b"" when it closed or stayed idle too long."""
+    try:
+        return await asyncio.wait_for(reader.read(READ_CHUNK), IDLE_SECONDS)
+    except (TimeoutError, ConnectionError):
+        return b""
+
+
+async def serve(name: str, host: str, port: int, session: Session) -> asyncio.Server:
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await session(reader, writer)
+        except ConnectionError:
+            pass
+        except Exception:
+            log.exception("%s: session failed", name)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(guarded, host, port, reuse_address=True)
+    log.info("%s listening on %s", name, ", ".join(str(s.getsockname()) for s in server.sockets))
+    return server
