@@ -25,6 +25,16 @@ def register(commands: Any) -> None:
     checker.add_argument("--at", type=int, metavar="UNIXTIME", help="verify as of this time (default: now)")
     checker.set_defaults(handler=cmd_verify)
 
+    fixed = commands.add_parser("fixed", help="fixed tags for recipients that need a constant sender")
+    actions = fixed.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="list fixed tags and the address to subscribe with")
+    listing.add_argument("--user", help="only this user's")
+    listing.add_argument("--all", action="store_true", help="include revoked tags")
+    listing.set_defaults(handler=cmd_fixed_list)
+    revoke = actions.add_parser("revoke", help="revoke a fixed tag: its address stops verifying")
+    revoke.add_argument("fixed_id", type=int)
+    revoke.set_defaults(handler=cmd_fixed_revoke)
+
     blacklist = commands.add_parser("blacklist", help="leaked tags that must no longer verify")
     actions = blacklist.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="blacklist a leaked signed address until it expires")
@@ -55,6 +65,23 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
     result = check_address(args.address, ctx.keyring, ctx.now(), ctx.policy, ctx.store)
     ctx.say("valid" if result.ok else f"invalid: {result.reason}")
     return 0 if result.ok else 1
+
+
+def cmd_fixed_list(ctx: Context, args: argparse.Namespace) -> int:
+    addresses: dict[str, str] = {}
+    for tag in ctx.store.list_fixed_tags(args.user, include_revoked=args.all):
+        if tag.login not in addresses:
+            addresses[tag.login] = ctx.store.get_user(tag.login).primary_address
+        signed = sign_fixed(addresses[tag.login], tag.id, ctx.keyring, ctx.policy)
+        state = "active" if tag.active else f"revoked {tag.revoked_at:%Y-%m-%d}"
+        ctx.say(f"{tag.id:>6}  {tag.login}  {tag.recipient}  {signed}  {state}")
+    return 0
+
+
+def cmd_fixed_revoke(ctx: Context, args: argparse.Namespace) -> int:
+    tag = ctx.store.revoke_fixed_tag(args.fixed_id)
+    ctx.say(f"revoked fixed tag {tag.id} of {tag.login} for {tag.recipient}")
+    return 0
 
 
 def _utc(seconds: float) -> dt.datetime:

@@ -115,6 +115,12 @@ def test_fixed_tag_is_stable_and_revocable_only_for_its_user(cli: Cli) -> None:
     assert first == again and "=f" in first
     assert cli("verify", first, "--at", str(NOW + 400 * 86400)).out == "valid\n"
     assert cli("sign", "nobody@example.ac.uk", "--recipient", "list@lists.example.org").status == 2
+    listing = cli("fixed", "list").out.split()
+    assert listing[1:5] == ["alice", "list@lists.example.org", first, "active"]
+    assert cli("fixed", "revoke", listing[0]).status == 0
+    assert cli("verify", first) == Result(1, "invalid: revoked\n", "")
+    assert cli("fixed", "list").out == "" and "revoked" in cli("fixed", "list", "--all").out
+    assert cli("fixed", "revoke", "999").status == 2
 
 
 def test_blacklisted_tag_no_longer_verifies_until_purged_after_expiry(cli: Cli) -> None:
