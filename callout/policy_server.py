@@ -1,5 +1,9 @@
 """Postfix policy delegation adapter: `check_policy_service inet:127.0.0.1:10040`.
 
+In smtpd_recipient_restrictions it decides on each recipient; in smtpd_data_restrictions (the
+DATA stage, before content arrives) it answers `PREPEND Authentication-Results: ...` with our
+verdict when `[verification] authentication_results` is on.
+
 Replies (Postfix access(5) actions): DUNNO to let other restrictions decide, `550 5.7.1 text` to
 reject, `PREPEND header` in testing mode (once per message, keyed by Postfix's `instance`
 attribute, since the service is asked once per recipient), `DEFER_IF_PERMIT 4.3.0 text` on an
@@ -11,6 +15,8 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
+from . import authresults
+from .authresults import SpfCheck
 from .decision import Action, Decision
 from .policy_protocol import PolicyParser, PolicyProtocolError, format_reply
 from .service import VerificationService
@@ -31,10 +37,33 @@ def action_for(decision: Decision) -> str:
 
 
 class PolicySession:
-    def __init__(self, service: VerificationService) -> None:
+    def __init__(
+        self, service: VerificationService, authserv_id: str | None = None, spf_check: SpfCheck | None = None
+    ) -> None:
         self.service = service
+        self.authserv_id = authserv_id
+        self.spf_check = spf_check
         self.parser = PolicyParser()
         self.warned: OrderedDict[str, None] = OrderedDict()
+
+    def _first_time(self, instance: str) -> bool:
+        """Whether this message (Postfix `instance`) has had no header from us yet."""
+        if not instance:
+            return True
+        if instance in self.warned:
+            return False
+        self.warned[instance] = None
+        if len(self.warned) > _INSTANCES_REMEMBERED:
+            self.warned.popitem(last=False)
+        return True
+
+    def _authentication_results(self, attributes: dict[str, str], decision: Decision) -> str:
+        assert self.authserv_id is not None
+        sender = attributes.get("sender", "")
+        spf = None
+        if self.spf_check is not None and attributes.get("client_address"):
+            spf = self.spf_check(attributes["client_address"], sender, attributes.get("helo_name", ""))
+        return authresults.header(self.authserv_id, decision, spf, sender)
 
     def answer(self, attributes: dict[str, str]) -> bytes:
         if attributes.get("request") != "smtpd_access_policy":
@@ -46,15 +75,12 @@ class PolicySession:
             attributes.get("protocol_state", "RCPT"),
         )
         decision = self.service.decide(request, "policy")
+        if request.protocol_state == "DATA" and self.authserv_id and decision.action is not Action.DEFER:
+            # Testing-mode warnings were prepended at RCPT; here every message gets the verdict.
+            return format_reply(f"PREPEND {self._authentication_results(attributes, decision)}")
         action = action_for(decision)
-        if action.startswith("PREPEND"):
-            instance = attributes.get("instance", "")
-            if instance and instance in self.warned:
-                return format_reply("DUNNO")
-            if instance:
-                self.warned[instance] = None
-                if len(self.warned) > _INSTANCES_REMEMBERED:
-                    self.warned.popitem(last=False)
+        if action.startswith("PREPEND") and not self._first_time(attributes.get("instance", "")):
+            return format_reply("DUNNO")
         return format_reply(action)
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -68,8 +94,10 @@ class PolicySession:
             await writer.drain()
 
 
-def session_factory(service: VerificationService) -> Session:
+def session_factory(
+    service: VerificationService, authserv_id: str | None = None, spf_check: SpfCheck | None = None
+) -> Session:
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await PolicySession(service).run(reader, writer)
+        await PolicySession(service, authserv_id, spf_check).run(reader, writer)
 
     return session

@@ -14,7 +14,7 @@ from gateway import keyfile
 from gateway.config import Config, parse_listen
 from gateway.store import Store
 
-from . import policy_server
+from . import authresults, policy_server
 from .rules import rules_from
 from .service import VerificationService
 from .streams import Session, serve
@@ -34,7 +34,11 @@ def open_store(url: str) -> Store:
 def adapters(config: Config, service: VerificationService) -> dict[str, tuple[str, Session]]:
     """Adapter name -> (listen address, session); only those with an address are started."""
     verification = config.verification
-    table = {"policy": (verification.policy_listen, policy_server.session_factory(service))}
+    authserv_id = config.site.authserv_id if verification.authentication_results else None
+    spf_check = authresults.pyspf_check if verification.spf_hint else None
+    table = {
+        "policy": (verification.policy_listen, policy_server.session_factory(service, authserv_id, spf_check)),
+    }
     return {name: (listen, session) for name, (listen, session) in table.items() if listen}
 
 

@@ -69,6 +69,10 @@ class VerificationConfig:
     recipient_delimiters: str = ""  # default: the signing separator
     submission_service: str = "the authenticated submission service"
     warning_header: str = "X-Antiforgery-Warning"
+    #: Add our Authentication-Results (RFC 8601) at the DATA stage; strip foreign copies first (deploy/).
+    authentication_results: bool = True
+    #: Add an SPF result to it as a hint; costs DNS lookups on the policy path.
+    spf_hint: bool = False
 
 
 @dataclass(frozen=True)
