@@ -14,7 +14,7 @@ from gateway import keyfile
 from gateway.config import Config, parse_listen
 from gateway.store import Store
 
-from . import authresults, policy_server
+from . import authresults, milter_server, policy_server
 from .rules import rules_from
 from .service import VerificationService
 from .streams import Session, serve
@@ -39,6 +39,9 @@ def adapters(config: Config, service: VerificationService) -> dict[str, tuple[st
     table = {
         "policy": (verification.policy_listen, policy_server.session_factory(service, authserv_id, spf_check)),
     }
+    if authserv_id:
+        milter = milter_server.session_factory(service, authserv_id, spf_check)
+        table["milter"] = (verification.milter_listen, milter)
     return {name: (listen, session) for name, (listen, session) in table.items() if listen}
 
 

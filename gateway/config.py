@@ -62,6 +62,7 @@ class VerificationConfig:
     readsocket_listen: str = "127.0.0.1:10042"  # Exim ${readsocket}
     callout_listen: str = ""  # SMTP callout responder; public, so off until configured
     http_listen: str = "127.0.0.1:10080"  # JSON for webmail and list servers
+    milter_listen: str = "127.0.0.1:10043"  # Postfix smtpd_milters: our Authentication-Results
     metrics_listen: str = "127.0.0.1:9125"  # Prometheus
     refresh_seconds: float = 1.0
     probe_senders: tuple[str, ...] = ("double-bounce",)
@@ -165,7 +166,7 @@ def parse(path: Path, text: str) -> Config:
         raise ConfigError(f"{path}: [signing] max_age_days must be between 1 and 60")
     verification = config.verification
     for name in ("policy_listen", "socketmap_listen", "readsocket_listen", "callout_listen", "http_listen",
-                 "metrics_listen"):
+                 "milter_listen", "metrics_listen"):
         value = getattr(verification, name)
         if value:
             try:

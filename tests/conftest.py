@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from service_harness import KEYRING, RunningService
+
+from callout.decision import Rules
+from gateway.store import Store
+from signed_sender import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIM_BINARY = ROOT / ".cache" / "exim" / "usr" / "sbin" / "exim4"
@@ -252,3 +257,166 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield url
     finally:
         server.drop_database(url)
+
+
+# --- Postfix and smtp-sink ----------------------------------------------------------------------
+
+POSTFIX_BINARY = Path("/usr/sbin/postfix")
+SMTP_SINK = Path("/usr/sbin/smtp-sink")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SmtpSink:
+    """Postfix's smtp-sink writing each received message to a file: the next hop, observed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o777)  # smtp-sink drops privileges to the postfix user before writing
+        self.process = subprocess.Popen(
+            [str(SMTP_SINK), "-u", "postfix", "-d", f"{directory}/%M.", f"127.0.0.1:{self.port}", "10"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def messages(self, count: int = 1, timeout: float = 10.0) -> list[str]:
+        """Wait until `count` messages arrived; return them oldest first."""
+        import time
+
+        deadline = time.time() + timeout
+        while True:
+            files = sorted(self.directory.iterdir(), key=lambda p: p.stat().st_mtime)
+            if len(files) >= count or time.time() > deadline:
+                return [f.read_text(errors="replace") for f in files]
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(5)
+
+
+class Postfix:
+    """A private Postfix instance: its own config and queue directories, loopback high ports.
+
+    `main_cf` lines are appended to a base that relays everything to `relay_port` (an smtp-sink),
+    logs to `maillog`, and accepts mail for example.ac.uk and other.org on `port`.
+    """
+
+    def __init__(self, root: Path, relay_port: int, main_cf: str = "", master_cf: str = "") -> None:
+        self.root = root
+        self.port = free_port()
+        self.config_dir = root / "etc"
+        for sub in ("etc", "spool", "data"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        shutil.chown(root / "data", "postfix")
+        master = Path("/usr/share/postfix/master.cf.dist").read_text()
+        # No chroot (the private spool has no chroot skeleton); smtpd only on our loopback port.
+        master = re.sub(r"^(\S+\s+\S+\s+\S+\s+\S+\s+)y(\s)", r"\1n\2", master, flags=re.MULTILINE)
+        master = re.sub(r"^smtp\s+inet\s.*$", f"127.0.0.1:{self.port} inet n - n - - smtpd", master, flags=re.MULTILINE)
+        master += "postlog   unix-dgram n  -       n       -       1       postlogd\n" + master_cf
+        (self.config_dir / "master.cf").write_text(master)
+        (self.config_dir / "main.cf").write_text(
+            f"""compatibility_level = 3.6
+queue_directory = {root}/spool
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mx.example.ac.uk
+mydestination =
+relay_domains = example.ac.uk other.org
+relayhost = [127.0.0.1]:{relay_port}
+smtp_tls_security_level = none
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+alias_maps =
+alias_database =
+master_service_disable = pickup.unix
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+"""
+            + main_cf
+        )
+
+    def postfix(self, *args: str) -> str:
+        # Postfix reports fatal errors to syslog or a terminal only: give it a pseudo-terminal.
+        command = " ".join([str(POSTFIX_BINARY), "-c", str(self.config_dir), *args])
+        result = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"postfix {' '.join(args)} failed:\n{result.stdout}{self.log()}")
+        return result.stdout
+
+    def start(self) -> Postfix:
+        self.postfix("start")
+        return self
+
+    def stop(self) -> None:
+        self.postfix("stop")
+
+    def log(self) -> str:
+        path = self.root / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.fixture
+def mail_dir() -> Iterator[Path]:
+    """A directory the postfix user can traverse (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="antiforgery-mail-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def smtp_sink(mail_dir: Path) -> Iterator[SmtpSink]:
+    if not SMTP_SINK.exists():
+        require_component("smtp-sink", f"{SMTP_SINK} is missing (Debian package postfix)")
+    sink = SmtpSink(mail_dir / "sink")
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def postfix(mail_dir: Path, smtp_sink: SmtpSink) -> Iterator[Callable[..., Postfix]]:
+    """Start private Postfix instances relaying to `smtp_sink`: `postfix(main_cf="...")`."""
+    if not POSTFIX_BINARY.exists():
+        require_component("Postfix", f"{POSTFIX_BINARY} is missing (Debian package postfix)")
+    started: list[Postfix] = []
+
+    def start(main_cf: str = "", master_cf: str = "") -> Postfix:
+        instance = Postfix(mail_dir / f"postfix{len(started)}", smtp_sink.port, main_cf, master_cf).start()
+        started.append(instance)
+        return instance
+
+    yield start
+    for instance in started:
+        instance.stop()
+
+
+# --- the verification service on a real store ------------------------------------------------------
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    Store.upgrade(store_url)
+    opened = Store.open(store_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def running_service(store_url: str) -> Iterator[RunningService]:
+    """Service on a fresh store (SQLite and PostgreSQL); add users through `.store` first or after."""
+    Store.upgrade(store_url)
+    running = RunningService(Store.open(store_url), Rules(keyring=KEYRING, policy=Policy()))
+    running.start()
+    yield running
+    running.stop()

@@ -6,7 +6,7 @@ import time
 
 import authres
 import pytest
-from callout_harness import KEYRING, LineClient, RunningService
+from service_harness import KEYRING, LineClient, RunningService
 
 from callout import policy_server
 from callout.authresults import header, is_ours

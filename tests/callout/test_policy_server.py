@@ -6,7 +6,7 @@ import datetime as dt
 import time
 
 import pytest
-from callout_harness import KEYRING, LineClient, RunningService
+from service_harness import KEYRING, LineClient, RunningService
 
 from callout import policy_server
 from callout.decision import Rules

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from callout_harness import KEYRING, RunningService
 from prometheus_client import REGISTRY
+from service_harness import KEYRING, RunningService
 
 from callout.decision import Action, Rules
 from gateway.cli import main
