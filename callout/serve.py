@@ -14,7 +14,7 @@ from gateway import keyfile
 from gateway.config import Config, parse_listen
 from gateway.store import Store
 
-from . import authresults, milter_server, policy_server
+from . import authresults, http_server, milter_server, policy_server, readsocket_server, socketmap_server
 from .rules import rules_from
 from .service import VerificationService
 from .streams import Session, serve
@@ -38,6 +38,9 @@ def adapters(config: Config, service: VerificationService) -> dict[str, tuple[st
     spf_check = authresults.pyspf_check if verification.spf_hint else None
     table = {
         "policy": (verification.policy_listen, policy_server.session_factory(service, authserv_id, spf_check)),
+        "socketmap": (verification.socketmap_listen, socketmap_server.session_factory(service)),
+        "readsocket": (verification.readsocket_listen, readsocket_server.session_factory(service)),
+        "http": (verification.http_listen, http_server.session_factory(service)),
     }
     if authserv_id:
         milter = milter_server.session_factory(service, authserv_id, spf_check)

@@ -1,0 +1,177 @@
+"""Exim `${readsocket}` adapter: a line protocol, one request line in, one response line out.
+
+Exim's `${readsocket{inet:host:port}{request}{timeout}{eol}{fail}}` connects, writes the request,
+shuts down its sending side (unless told `shutdown=no`) and reads until end-of-file; it appends
+nothing to the request. So a request ends at a line feed *or* at the end of input, and the server
+closes the connection once the client has closed its side and every request is answered. Other
+clients may send several requests on one connection and read the answers in order.
+
+Protocol (this module is its definition):
+
+- A request is one line of at most 2048 octets including its end; LF ends it, a CR before the LF
+  (or any CR/LF at its end) is stripped, the end of input ends the last one. A longer line is
+  answered `error line too long` and the connection is closed. Octets that are not UTF-8 are read
+  as U+FFFD. Every line, even an empty one, gets exactly one response line ending in LF.
+- Tokens are separated by exactly one space; addresses cannot contain spaces. `<>` or an empty
+  token is the null sender; angle brackets around an address are ignored. The command is
+  case-insensitive.
+- `verify <sender> [<recipient>]` decides as the policy adapter does (design invariant 4: the
+  sender of a normal message, the recipient of a bounce). Responses:
+  `accept`, `reject <code> <enhanced> <text>`, `warn <header line>`, `defer <text>`.
+- `sign <address>` (submission only: see `callout.signing`; forwarded mail is never signed):
+  `<signed address>`, `-` to leave the sender unchanged, or `defer <text>` when the directory is
+  not loaded, so that the message waits rather than leaving unsigned (invariant 6).
+- Anything else: `error unknown command`, `error malformed request`, `error empty request`.
+  `error` is a configuration or client fault: act only on `reject`, `defer` and `warn`.
+
+Exim's fourth argument replaces each newline of the response when it is non-empty; an empty one
+leaves the newline in place, so the ACL strips it. In the RCPT ACL (`$sender_address` is empty
+for a bounce, which gives the empty token); the fail string makes an unreachable service defer::
+
+    acl_check_rcpt:
+      warn  set acl_m_af = ${sg{${readsocket{inet:127.0.0.1:10042}\\
+                {verify $sender_address $local_part@$domain\\n}{5s}{}\\
+                {defer forgery check unreachable}}}{\\N\\n\\N}{}}
+      deny  condition  = ${if eq{${substr_0_7:$acl_m_af}}{reject }}
+            message    = ${substr_7:$acl_m_af}
+      defer condition  = ${if eq{${substr_0_6:$acl_m_af}}{defer }}
+            message    = 451 4.3.0 ${substr_6:$acl_m_af}
+      warn  condition  = ${if eq{${substr_0_5:$acl_m_af}}{warn }}
+            add_header = ${substr_5:$acl_m_af}
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from .decision import Action, Decision
+from .service import VerificationService
+from .signing import Outcome, sign_sender
+from .streams import Session, read_chunk
+
+MAX_LINE = 2048
+
+
+class RequestError(ValueError):
+    """A request that cannot be read; the message is the `error` response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verify:
+    sender: str
+    recipient: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sign:
+    address: str
+
+
+@dataclass
+class LineParser:
+    """Split a byte stream into request lines, sans I/O; `finish` yields an unterminated last line.
+
+    After a line longer than MAX_LINE, `too_long` is set and nothing more is parsed: the lines
+    before it are still answered, then the connection is closed, as there is no resynchronising.
+    """
+
+    too_long: bool = False
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.too_long:
+            return []
+        self._buffer += data
+        lines: list[bytes] = []
+        while (end := self._buffer.find(b"\n", 0, MAX_LINE)) >= 0:
+            lines.append(bytes(self._buffer[:end]).rstrip(b"\r\n"))
+            del self._buffer[: end + 1]
+        if len(self._buffer) >= MAX_LINE:
+            self.too_long = True
+            self._buffer.clear()
+        return lines
+
+    def finish(self) -> list[bytes]:
+        rest, self._buffer = bytes(self._buffer).rstrip(b"\r\n"), bytearray()
+        return [rest] if rest and not self.too_long else []
+
+
+def _address(token: str) -> str:
+    return token.removeprefix("<").removesuffix(">")
+
+
+def parse_request(line: bytes) -> Verify | Sign:
+    if not line:
+        raise RequestError("empty request")
+    tokens = line.decode("utf-8", "replace").split(" ")
+    command = tokens[0].lower()
+    if command == "verify":
+        if len(tokens) not in (2, 3):
+            raise RequestError("malformed request")
+        return Verify(_address(tokens[1]), _address(tokens[2]) if len(tokens) == 3 else "")
+    if command == "sign":
+        if len(tokens) != 2 or not _address(tokens[1]):
+            raise RequestError("malformed request")
+        return Sign(_address(tokens[1]))
+    raise RequestError("unknown command")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def verify_response(decision: Decision) -> str:
+    if decision.action is Action.REJECT:
+        return f"reject {decision.code} {decision.enhanced} {decision.text}"
+    if decision.action is Action.WARN and decision.header:
+        return f"warn {decision.header}"
+    if decision.action is Action.DEFER:
+        return f"defer {decision.text}"
+    return "accept"
+
+
+class ReadsocketSession:
+    def __init__(self, service: VerificationService) -> None:
+        self.service = service
+        self.parser = LineParser()
+
+    def answer(self, line: bytes) -> bytes:
+        try:
+            request = parse_request(line)
+        except RequestError as exc:
+            response = f"error {exc}"
+        else:
+            if isinstance(request, Verify):
+                decision = self.service.decide(self.service.request(request.sender, request.recipient), "readsocket")
+                response = verify_response(decision)
+            else:
+                signing = sign_sender(self.service, request.address, "readsocket")
+                if signing.outcome is Outcome.SIGNED:
+                    response = signing.address
+                elif signing.outcome is Outcome.UNAVAILABLE:
+                    response = "defer forgery protection unavailable: the directory has not been loaded"
+                else:
+                    response = "-"
+        return _one_line(response).encode("utf-8", "replace") + b"\n"
+
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await read_chunk(reader):
+            for line in self.parser.feed(data):
+                writer.write(self.answer(line))
+            if self.parser.too_long:
+                writer.write(b"error line too long\n")
+                await writer.drain()
+                return
+            await writer.drain()
+        # The client closed its side (Exim's shutdown): answer a last line that had no LF.
+        for line in self.parser.finish():
+            writer.write(self.answer(line))
+        await writer.drain()
+
+
+def session_factory(service: VerificationService) -> Session:
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await ReadsocketSession(service).run(reader, writer)
+
+    return session
