@@ -74,6 +74,23 @@ class VerificationConfig:
     authentication_results: bool = True
     #: Add an SPF result to it as a hint; costs DNS lookups on the policy path.
     spf_hint: bool = False
+    #: Our name in the callout responder's greeting and in the callout client's EHLO; "" = this host's FQDN.
+    callout_hostname: str = ""
+    #: Callout responder limits, per client (IPv4 address or IPv6 /64), so callouts are no oracle:
+    #: RCPTs per second refilled continuously, and how many may come at once before the rate applies.
+    callout_rate: float = 1.0
+    callout_burst: int = 30
+    callout_max_recipients: int = 10  # RCPTs in one SMTP session
+    callout_max_sessions: int = 5  # sessions open at once
+    callout_session_seconds: float = 60.0  # a session is closed after this long, busy or idle
+    #: Internal domains (departmental and college servers) whose senders, and bounce recipients, are
+    #: verified by call-forward to their own mail server (seed 003, "Standardization").
+    callout_domains: tuple[str, ...] = ()
+    #: "domain=host:port": where to call for a domain instead of its MX hosts.
+    callout_routes: tuple[str, ...] = ()
+    callout_timeout: float = 30.0  # one call-forward: MX lookup, connection and dialogue
+    callout_positive_ttl: float = 86400.0  # seconds a 2xx answer is cached
+    callout_negative_ttl: float = 600.0  # seconds a 5xx answer is cached; short, new mailboxes appear
 
 
 @dataclass(frozen=True)

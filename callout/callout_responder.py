@@ -1,0 +1,260 @@
+"""SMTP callout responder: remote hosts ask whether an address of ours is genuine (seed 003, "Message relay").
+
+A callout (call-back verification) is an SMTP mail transaction abandoned before DATA (RFC 5321
+section 3.3): EHLO, `MAIL FROM:<>`, `RCPT TO:<address>`, QUIT. The seed: "When it is being sent the
+envelope of the 'bounce' ppsw will verify it as usual and communicate the result (accept or
+reject) back to the site performing the call-back". So MAIL is always accepted and RCPT gets the
+decision every other adapter gets for (sender, recipient): with the null sender (or a probe sender
+such as Postfix's double-bounce@) the recipient is checked as the recipient of a bounce.
+
+RCPT replies: 250 for accept and for warn, since testing mode "does not allow third parties to
+detect forgery using call-back verification" (seed 003, "Testing mode"); `550 5.7.1 <why>` for
+reject; `451 4.3.0 <why>` when the service cannot decide (design invariant 6: never a guess).
+DATA is refused with 554 (see `REFUSE_DATA`). No AUTH, no STARTTLS: nothing here needs them.
+
+Limits, so that callouts are no oracle for who opted in or for trying tags (`ratelimit`):
+  - each RCPT takes a token from its client's bucket (IPv4 address or IPv6 /64; configurable rate
+    and burst). Without one: `450 4.7.1`, and no decision is made. A 450 on RCPT is RFC 5321
+    section 4.2.2's "mailbox unavailable (e.g. temporarily blocked for policy reasons)" for that
+    one address: callers (Exim `verify = ...callout`, Postfix `reject_unverified_*`) treat it as
+    "cannot verify now" and retry later, which is the honest answer. `421` and close would also
+    say nothing, but it tells a caller the whole host is down, and a caller that pipelines
+    several callouts in one session would lose all of them for one over-eager burst;
+  - at most `max_recipients` RCPTs per session, counted across RSET: `452 4.5.3`, the reply RFC 5321
+    section 4.5.3.1.10 requires for a recipient limit;
+  - at most `max_sessions` concurrent sessions per client: the greeting is `421 4.7.0` (RFC 5321
+    section 3.1: a server may refuse a connection with 421) and the connection is closed;
+  - a session lasts at most `session_seconds`, busy or idle: then `421 4.4.2` and close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client import Counter
+
+from gateway.config import Config, ConfigError
+
+from .decision import Action, Decision
+from .forward import ForwardCheck, forward_from
+from .ratelimit import ClientLimits
+from .service import VerificationService
+
+log = logging.getLogger("antiforgery.callout")
+
+ADAPTER = "callout"
+REFUSED = Counter("antiforgery_callout_refused", "Callout requests refused by a limit, unanswered", ["limit"])
+
+#: RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF.
+MAX_REPLY_LINE = 510
+
+#: Mail sent here is misrouted. 554 is the permanent failure RFC 5321 section 4.3.2 lists for DATA
+#: ("transaction failed"), so the sending MTA bounces at once instead of retrying for days, and the
+#: misconfiguration surfaces; RFC 3463 X.3.2 is "system not accepting network messages". Refused
+#: before the 354, so no message body is ever read.
+REFUSE_DATA = "554 5.3.2 This host only answers address verification callouts; it accepts no messages"
+
+
+@dataclass(frozen=True)
+class Limits:
+    rate: float = 1.0  # RCPTs per second per client, refilled continuously
+    burst: int = 30  # RCPTs a client may send at once before the rate applies
+    max_recipients: int = 10  # RCPTs per session
+    max_sessions: int = 5  # concurrent sessions per client
+    session_seconds: float = 60.0  # wall-clock length of one session
+
+
+def limits_from(config: Config) -> Limits:
+    """The responder's limits from [verification]; ConfigError names a count below 1."""
+    v = config.verification
+    for name in ("callout_burst", "callout_max_recipients", "callout_max_sessions"):
+        if getattr(v, name) < 1:
+            raise ConfigError(f"{config.path}: [verification] {name} must be at least 1")
+    return Limits(
+        v.callout_rate, v.callout_burst, v.callout_max_recipients, v.callout_max_sessions, v.callout_session_seconds
+    )
+
+
+def handler_from(config: Config, service: VerificationService) -> CalloutHandler:
+    """The responder `antiforgery serve` starts, with call-forward for `callout_domains` if any."""
+    hostname = config.verification.callout_hostname or None
+    return CalloutHandler(service, limits_from(config), hostname=hostname, forward=forward_from(config, service))
+
+
+def reply_for(decision: Decision, address: str) -> str:
+    """The RCPT reply for a decision: 250 unless it rejects (5xx) or defers (4xx)."""
+    if decision.action is Action.REJECT:
+        code = decision.code if 500 <= decision.code < 600 else 550
+        line = f"{code} {decision.enhanced} {decision.text}"
+    elif decision.action is Action.DEFER:
+        code = decision.code if 400 <= decision.code < 500 else 451
+        line = f"{code} {decision.enhanced} {decision.text}"
+    else:  # ACCEPT, and WARN: testing mode never refuses a callout
+        line = f"250 2.1.5 <{address}> OK"
+    return line[:MAX_REPLY_LINE]
+
+
+class CalloutSession(Session):
+    """aiosmtpd's session, with what the limits count per connection."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.client = "unknown"
+        self.recipients = 0
+        self.throttled = False
+
+
+class CalloutHandler:
+    """The policy: aiosmtpd calls `handle_MAIL`, `handle_RCPT`, `handle_DATA` (STYLE, aiosmtpd)."""
+
+    def __init__(
+        self,
+        service: VerificationService,
+        limits: Limits | None = None,
+        *,
+        hostname: str | None = None,
+        forward: ForwardCheck | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self.limits = limits or Limits()
+        self.hostname = hostname or socket.getfqdn()
+        self.forward = forward
+        self.clock = clock
+        self.clients = ClientLimits(self.limits.rate, self.limits.burst, self.limits.max_sessions)
+
+    # -- connections (called by CalloutSMTP) ----------------------------------------------
+
+    def open_session(self, client: str) -> str | None:
+        """None to greet the client, or the 421 reply that refuses the connection."""
+        if self.clients.open(client):
+            return None
+        REFUSED.labels("sessions").inc()
+        log.info("callout refused: client=%s has %d sessions open", client, self.clients.sessions(client))
+        return f"421 4.7.0 {self.hostname} Too many connections from {client}; try again later"
+
+    def close_session(self, client: str) -> None:
+        self.clients.close(client)
+
+    # -- SMTP commands --------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        envelope.mail_from = address  # "<>" for the null sender, as aiosmtpd parses it
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        assert isinstance(session, CalloutSession)
+        if address == "<>":
+            return "501 5.1.3 The null address is not a recipient"
+        session.recipients += 1
+        if session.recipients > self.limits.max_recipients:
+            return self._refuse(session, "recipients", "452 4.5.3 Too many recipients in this session")
+        if not self.clients.allow(session.client, self.clock()):
+            reply = f"450 4.7.1 Too many verification requests from {session.client}; try again later"
+            return self._refuse(session, "rate", reply)
+        sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
+        request = self.service.request(sender, address, session.client, "RCPT")
+        if self.forward is not None:
+            decision = await self.forward.decide(request, ADAPTER)
+        else:
+            decision = self.service.decide(request, ADAPTER)
+        return reply_for(decision, address)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return REFUSE_DATA
+
+    async def handle_VRFY(self, server: SMTP, session: Session, envelope: Envelope, address: str) -> str:
+        return "252 2.5.2 Cannot VRFY; ask by callout: MAIL FROM:<> RCPT TO:<address>"
+
+    def _refuse(self, session: CalloutSession, limit: str, reply: str) -> str:
+        REFUSED.labels(limit).inc()
+        if not session.throttled:  # one log line per session, not one per refused RCPT
+            session.throttled = True
+            log.info("callout refused: client=%s limit=%s", session.client, limit)
+        return reply
+
+    # -- serving --------------------------------------------------------------------------
+
+    def protocol(self) -> CalloutSMTP:
+        return CalloutSMTP(self, loop=asyncio.get_running_loop())
+
+    async def listen(self, host: str, port: int) -> asyncio.Server:
+        """Serve callouts on this event loop, the service's own (decisions read its snapshot)."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self.protocol, host, port, reuse_address=True)
+        log.info("callout listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
+        return server
+
+
+class CalloutSMTP(SMTP):
+    """aiosmtpd's protocol engine with the connection limits, and DATA refused before any 354."""
+
+    def __init__(self, handler: CalloutHandler, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(
+            handler,
+            hostname=handler.hostname,
+            ident="address verification callouts only",
+            data_size_limit=None,  # no SIZE in EHLO: no message is taken anyway
+            # aiosmtpd's idle timeout closes without a word; the session deadline below answers 421 first.
+            timeout=handler.limits.session_seconds + 5.0,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            loop=loop,
+        )
+        self.handler = handler
+        self._client: str | None = None  # set while this connection counts against its client
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def _create_session(self) -> Session:
+        session = CalloutSession(self.loop)
+        session.client = self._client or "unknown"
+        return session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer: Any = transport.get_extra_info("peername")
+        client = str(peer[0]) if peer else "unknown"
+        refusal = self.handler.open_session(client)
+        if refusal is not None:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(refusal.encode("ascii") + b"\r\n")
+            transport.close()  # aiosmtpd never sees this connection
+            return
+        self._client = client
+        super().connection_made(transport)
+        self._deadline = self.loop.call_later(self.handler.limits.session_seconds, self._session_expired)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._client is None:
+            return  # refused in connection_made: nothing was started
+        self.handler.close_session(self._client)
+        self._client = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(error)
+
+    def _session_expired(self) -> None:
+        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
+            REFUSED.labels("session_time").inc()
+            self.transport.write(f"421 4.4.2 {self.hostname} Session time limit reached; closing\r\n".encode("ascii"))
+            self.transport.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """Refuse DATA itself (aiosmtpd's own DATA answers 354 first and reads the whole message)."""
+        if await self.check_helo_needed():
+            return
+        assert self.session is not None and self.envelope is not None
+        await self.push(await self.handler.handle_DATA(self, self.session, self.envelope))
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self.push("502 5.5.1 AUTH not available: this host only answers verification callouts")

@@ -1,0 +1,201 @@
+"""The SMTP callout responder over a real socket, smtplib as the remote MTA, a real service and store."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from service_harness import KEYRING, RunningService
+
+from callout.callout_responder import MAX_REPLY_LINE, CalloutHandler, Limits, reply_for
+from callout.decision import Action, Decision
+from callout.service import VerificationService
+from gateway.store import Mode
+from signed_sender import sign
+
+Start = Callable[..., int]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def start_responder(running_service: RunningService) -> Start:
+    """Start a responder on a free loopback port on the service's own loop; returns the port."""
+    store = running_service.store
+    store.add_user("alice", "alice@example.ac.uk", mode=Mode.FULL)
+    store.add_user("carol", "carol@example.ac.uk", mode=Mode.TESTING)
+    store.add_user("bob", "bob@example.ac.uk")
+    running_service.call(running_service.service.refresh())
+
+    def start(
+        limits: Limits | None = None,
+        service: VerificationService | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> int:
+        handler = CalloutHandler(
+            service or running_service.service, limits, hostname="callout.example.ac.uk", clock=clock
+        )
+        server = running_service.call(handler.listen("127.0.0.1", 0))
+        running_service.servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    return start
+
+
+@pytest.fixture
+def port(start_responder: Start) -> int:
+    return start_responder()
+
+
+@pytest.fixture
+def smtp(port: int) -> Iterator[smtplib.SMTP]:
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="mx.remote.test", timeout=5) as client:
+        client.ehlo()
+        yield client
+
+
+def callout(smtp: smtplib.SMTP, address: str, sender: str = "") -> tuple[int, str]:
+    assert smtp.mail(sender)[0] == 250
+    code, text = smtp.rcpt(address)
+    smtp.rset()
+    return code, text.decode()
+
+
+def test_callout_for_a_bounce_to_a_signed_address_gets_250(smtp: smtplib.SMTP) -> None:
+    code, _ = callout(smtp, sign("alice@example.ac.uk", KEYRING, time.time()))
+    assert code == 250
+
+
+def test_callout_for_a_bounce_to_an_unsigned_protected_address_gets_550_5_7_1(smtp: smtplib.SMTP) -> None:
+    code, text = callout(smtp, "alice@example.ac.uk")
+    assert code == 550
+    assert text.startswith("5.7.1 bounce to alice@example.ac.uk refused") and "collateral spam" in text
+
+
+def test_callout_for_a_forged_tag_gets_550_with_the_reason(smtp: smtplib.SMTP) -> None:
+    code, text = callout(smtp, "alice=sapfsgh3ijfh34zz@example.ac.uk")
+    assert code == 550 and text.startswith("5.7.1 ")
+
+
+def test_callouts_are_not_refused_in_testing_mode(smtp: smtplib.SMTP) -> None:
+    assert callout(smtp, "carol@example.ac.uk")[0] == 250
+
+
+def test_unprotected_and_unknown_addresses_get_250(smtp: smtplib.SMTP) -> None:
+    for address in ("bob@example.ac.uk", "nobody@example.ac.uk", "someone@other.org"):
+        assert callout(smtp, address)[0] == 250, address
+
+
+def test_with_a_real_sender_the_sender_is_checked_not_the_recipient(smtp: smtplib.SMTP) -> None:
+    code, text = callout(smtp, "someone@other.org", sender="alice@example.ac.uk")
+    assert code == 550 and "alice@example.ac.uk is protected against forgery" in text
+    assert callout(smtp, "alice@example.ac.uk", sender="someone@other.org")[0] == 250
+
+
+def test_postfix_probe_sender_is_checked_like_a_bounce(smtp: smtplib.SMTP) -> None:
+    assert callout(smtp, "alice@example.ac.uk", sender="double-bounce@mx.remote.test")[0] == 550
+
+
+def test_data_is_refused_with_554_before_any_message_is_read(smtp: smtplib.SMTP) -> None:
+    assert smtp.mail("")[0] == 250
+    assert smtp.rcpt("bob@example.ac.uk")[0] == 250
+    code, text = smtp.docmd("DATA")
+    assert code == 554 and text.decode().startswith("5.3.2 This host only answers address verification callouts")
+    assert smtp.noop()[0] == 250  # no 354 was sent, so the session is still in command mode
+
+
+def test_null_recipient_is_a_syntax_error(smtp: smtplib.SMTP) -> None:
+    assert smtp.mail("")[0] == 250
+    assert smtp.docmd("RCPT TO:<>")[0] == 501
+
+
+def test_ehlo_offers_neither_auth_nor_starttls_and_auth_is_not_implemented(smtp: smtplib.SMTP) -> None:
+    assert not smtp.has_extn("auth") and not smtp.has_extn("starttls")
+    assert smtp.docmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==")[0] == 502
+
+
+def test_greeting_names_the_host_and_its_purpose(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        greeting = sock.recv(512).decode()
+    assert greeting.startswith("220 callout.example.ac.uk ") and "callouts only" in greeting
+
+
+def test_callout_defers_with_451_when_the_directory_was_never_loaded(
+    start_responder: Start, running_service: RunningService
+) -> None:
+    cold = VerificationService(running_service.store, running_service.rules)  # never started: no snapshot
+    with smtplib.SMTP("127.0.0.1", start_responder(service=cold), timeout=5) as smtp:
+        smtp.ehlo()
+        code, text = callout(smtp, "alice@example.ac.uk")
+    assert code == 451 and text.startswith("4.3.0 forgery check temporarily unavailable")
+
+
+def test_rcpt_beyond_the_rate_gets_450_without_a_decision_until_tokens_refill(start_responder: Start) -> None:
+    clock = FakeClock()
+    port = start_responder(Limits(rate=0.01, burst=2), clock=clock)
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+        smtp.ehlo()
+        assert callout(smtp, "bob@example.ac.uk")[0] == 250
+        assert callout(smtp, "bob@example.ac.uk")[0] == 250
+        code, text = callout(smtp, "alice@example.ac.uk")  # would be 550: no answer leaks
+        assert code == 450 and text.startswith("4.7.1 Too many verification requests from 127.0.0.1")
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:  # a new session does not reset the bucket
+        smtp.ehlo()
+        assert callout(smtp, "alice@example.ac.uk")[0] == 450
+        clock.now += 100.0  # one token back
+        assert callout(smtp, "alice@example.ac.uk")[0] == 550
+        assert callout(smtp, "alice@example.ac.uk")[0] == 450
+
+
+def test_too_many_recipients_in_one_session_get_452_even_after_rset(start_responder: Start) -> None:
+    port = start_responder(Limits(max_recipients=2))
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+        smtp.ehlo()
+        assert [callout(smtp, "bob@example.ac.uk")[0] for _ in range(3)] == [250, 250, 452]
+        assert smtp.docmd("RCPT TO:<bob@example.ac.uk>")[0] == 503  # RSET happened: MAIL first
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+        smtp.ehlo()
+        assert callout(smtp, "bob@example.ac.uk")[0] == 250
+
+
+def test_a_client_over_its_session_limit_gets_421_at_the_greeting(start_responder: Start) -> None:
+    port = start_responder(Limits(max_sessions=1))
+    first = smtplib.SMTP("127.0.0.1", port, timeout=5)
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP("127.0.0.1", port, timeout=5)
+    assert refused.value.smtp_code == 421 and b"4.7.0" in refused.value.smtp_error
+    first.quit()
+    deadline = time.monotonic() + 5
+    while True:  # the server counts the session closed once it has seen the connection end
+        try:
+            smtplib.SMTP("127.0.0.1", port, timeout=5).quit()
+            break
+        except smtplib.SMTPConnectError:
+            assert time.monotonic() < deadline, "session count never went down"
+            time.sleep(0.05)
+
+
+def test_a_session_is_closed_with_421_when_its_time_is_up(start_responder: Start) -> None:
+    port = start_responder(Limits(session_seconds=0.3))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    greeting, _, rest = received.partition(b"\r\n")
+    assert greeting.startswith(b"220 ") and rest.startswith(b"421 4.4.2 ")
+
+
+def test_reply_lines_are_cut_to_the_rfc_5321_limit() -> None:
+    decision = Decision(Action.REJECT, "bad_mac", "x" * 1000, 550, "5.7.1")
+    assert len(reply_for(decision, "a@b.c")) == MAX_REPLY_LINE
+    accept = Decision(Action.WARN, "bad_mac", "failed", header="X-Antiforgery-Warning: failed")
+    assert reply_for(accept, "a@b.c") == "250 2.1.5 <a@b.c> OK"
