@@ -7,7 +7,7 @@ import re
 
 from ..addresses import InvalidAddress, normalize_address, normalize_domain, normalize_recipient
 from .errors import InvalidValue
-from .models import DESCRIPTION_LENGTH, LOGIN_LENGTH, BlacklistRow, EventRow, FixedTagRow, UserRow
+from .models import DESCRIPTION_LENGTH, LOGIN_LENGTH, PASSWORD_HASH_LENGTH, BlacklistRow, EventRow, FixedTagRow, UserRow
 from .records import BlacklistEntry, Event, FixedTag, User
 
 # Logins are what people type at SMTP AUTH and on the web page; a whole address is allowed.
@@ -45,6 +45,16 @@ def recipient(text: str) -> str:
         return normalize_recipient(text)
     except InvalidAddress as exc:
         raise InvalidValue(str(exc)) from None
+
+
+def password_hash(value: str | None) -> str | None:
+    """A stored password is a PHC-format hash (`$argon2id$...`); refusing anything else keeps a
+    caller's slip from writing a plain password into the database."""
+    if not value:
+        return None
+    if not isinstance(value, str) or not value.startswith("$") or len(value) > PASSWORD_HASH_LENGTH:
+        raise InvalidValue("expected a password hash from gateway.passwords.hash_password, not a password")
+    return value
 
 
 def short_text(text: str, what: str, limit: int = DESCRIPTION_LENGTH) -> str:

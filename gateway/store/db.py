@@ -15,10 +15,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+#: PostgreSQL advisory lock taken while migrating (an arbitrary constant: "antiforgery" in ASCII, cut).
+MIGRATION_LOCK_KEY = 0x616E7469666F7267
 
 #: How long an SQLite writer waits for another one before giving up with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -108,7 +111,11 @@ def current_revision(target: str | URL | Engine) -> str | None:
 def upgrade(target: str | URL | Engine, revision: str = "head") -> str:
     """Bring the database to `revision` (default: the newest) in one transaction; return the revision."""
     with _engine_for(target) as engine:
-        with engine.begin() as connection:
+        # Nodes started together must not both migrate: SQLite takes its write lock at BEGIN,
+        # PostgreSQL an advisory lock held to the end of the transaction.
+        with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             command.upgrade(alembic_config(connection), revision)
         result = current_revision(engine)
     if result is None:

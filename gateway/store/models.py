@@ -53,6 +53,7 @@ LOGIN_LENGTH = 254
 #: `*@` and a domain of up to 253 characters.
 RECIPIENT_LENGTH = 255
 DESCRIPTION_LENGTH = 200
+PASSWORD_HASH_LENGTH = 255
 #: Events record what arrived on the wire, which may be anything; longer values are cut.
 EVENT_ADDRESS_LENGTH = 512
 EVENT_REASON_LENGTH = 32
@@ -131,7 +132,7 @@ class UserRow(Base):
     login: Mapped[str] = mapped_column(String(LOGIN_LENGTH), unique=True)
     primary_address: Mapped[str] = mapped_column(String(ADDRESS_LENGTH), unique=True)
     mode: Mapped[Mode] = mapped_column(EnumString(Mode, 8))
-    password_hash: Mapped[str | None] = mapped_column(String(255))
+    password_hash: Mapped[str | None] = mapped_column(String(PASSWORD_HASH_LENGTH))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -70,6 +70,7 @@ class UsersMixin(StoreBase):
     ) -> User:
         """Add a user with their primary address; Duplicate if the login or the address is taken."""
         login, address, mode = convert.login(login), convert.address(address), _mode(mode)
+        password_hash = convert.password_hash(password_hash)
         with self._write() as write:
             session = write.session
             if session.scalar(select(UserRow.id).where(UserRow.login == login)) is not None:
@@ -80,7 +81,7 @@ class UsersMixin(StoreBase):
                 login=login,
                 primary_address=address,
                 mode=mode,
-                password_hash=password_hash or None,
+                password_hash=password_hash,
                 is_admin=is_admin,
                 created_at=now,
                 updated_at=now,
@@ -114,7 +115,7 @@ class UsersMixin(StoreBase):
 
     def set_password_hash(self, login: str, password_hash: str | None) -> User:
         """Store a hash from `gateway.passwords.hash_password`; None removes the password."""
-        return self._update_user(login, password_hash=password_hash or None)
+        return self._update_user(login, password_hash=convert.password_hash(password_hash))
 
     def set_admin(self, login: str, is_admin: bool) -> User:
         return self._update_user(login, is_admin=bool(is_admin))

@@ -119,6 +119,13 @@ def test_password_hash_can_be_removed(store: Store, alice: int) -> None:
     assert store.set_password_hash("alice", None).password_hash is None
 
 
+def test_a_plain_password_is_refused_where_a_hash_belongs(store: Store, alice: int) -> None:
+    with pytest.raises(InvalidValue, match="password hash"):
+        store.set_password_hash("alice", "correct horse")
+    with pytest.raises(InvalidValue, match="password hash"):
+        store.add_user("bob", "bob@example.org", password_hash="hunter2")
+
+
 def test_set_admin_grants_and_revokes(store: Store, alice: int) -> None:
     assert store.set_admin("alice", True).is_admin
     assert not store.set_admin("alice", False).is_admin

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -94,6 +96,21 @@ def test_upgrade_twice_changes_nothing(engine: Engine) -> None:
     upgrade(engine)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT id, version FROM store_meta")).all() == [(1, 0)]
+
+
+def test_nodes_upgrading_at_once_both_succeed(store_url: str) -> None:
+    # Separate processes, as nodes are (Alembic's module-level context is not for threads).
+    script = "import sys; from gateway.store import upgrade; print(upgrade(sys.argv[1]))"
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, store_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outcomes = [node.communicate(timeout=60) for node in nodes]
+    assert [(node.returncode, out.strip()) for node, (out, _) in zip(nodes, outcomes, strict=True)] == [
+        (0, head_revision())
+    ] * len(nodes), [err for _, err in outcomes]
 
 
 def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(engine: Engine) -> None:
