@@ -174,7 +174,9 @@ def _fields(given: dict[str, Any]) -> dict[str, str]:
 
 def _query_fields(query: str) -> dict[str, str]:
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=len(FIELDS))
+        pairs = parse_qsl(
+            query, keep_blank_values=True, strict_parsing=True, errors="strict", max_num_fields=len(FIELDS)
+        )
     except ValueError:  # includes UnicodeDecodeError for percent-encoded octets that are not UTF-8
         raise HttpError(400, "malformed query string") from None
     given = dict(pairs)
