@@ -14,6 +14,8 @@ from adapter_support import NetstringClient, unreachable_service
 from service_harness import KEYRING, RunningService
 
 from callout import socketmap_server
+from callout.serve import adapters
+from gateway.config import parse
 from gateway.store import Mode
 from signed_sender import Reason, sign, sign_prvs, verify
 
@@ -194,3 +196,17 @@ def test_real_postfix_client_postmap_queries_both_maps(port: int, tmp_path: Path
     code, action = query("alice@example.ac.uk", "verify")
     assert code == 0 and action.startswith("550 5.7.1 alice@example.ac.uk is protected")
     assert query(signed, "verify")[0] == 1
+
+
+def test_serve_starts_socketmap_readsocket_and_http_unless_their_address_is_empty(
+    running_service: RunningService,
+) -> None:
+    site = Path("/etc/antiforgery/antiforgery.toml")
+    defaults = adapters(parse(site, ""), running_service.service)
+    assert {name: defaults[name][0] for name in ("socketmap", "readsocket", "http")} == {
+        "socketmap": "127.0.0.1:10041",
+        "readsocket": "127.0.0.1:10042",
+        "http": "127.0.0.1:10080",
+    }
+    off = parse(site, '[verification]\nsocketmap_listen = ""\nreadsocket_listen = ""\nhttp_listen = ""\n')
+    assert not {"socketmap", "readsocket", "http"} & set(adapters(off, running_service.service))
