@@ -1,4 +1,4 @@
-"""`antiforgery serve` and `antiforgery check`, contributed to the gateway's command line."""
+"""`antiforgery serve`, `check` and `callout`, contributed to the gateway's command line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import logging
 from typing import Any
 
 from gateway import snapshot
-from gateway.cli.context import Context
+from gateway.cli.context import Context, UsageError
+from gateway.config import parse_listen
 
 from .decision import Request, decide
 from .rules import rules_from
@@ -25,6 +26,16 @@ def register(commands: Any) -> None:
     check.add_argument("--recipient", default="", help="envelope recipient")
     check.add_argument("--at", type=int, metavar="UNIXTIME", help="decide as of this time (default: now)")
     check.set_defaults(handler=cmd_check)
+
+    callout = commands.add_parser(
+        "callout",
+        help="ask an address's own mail server about it (call-forward verification)",
+        description="Exit status: 0 positive, 1 negative, 2 temporary or bad input.",
+    )
+    callout.add_argument("address")
+    callout.add_argument("--route", metavar="HOST:PORT", help="call this server, not the configured route or MX")
+    callout.add_argument("--timeout", type=float, metavar="SECONDS", help="default: [verification] callout_timeout")
+    callout.set_defaults(handler=cmd_callout)
 
 
 def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
@@ -44,3 +55,25 @@ def cmd_check(ctx: Context, args: argparse.Namespace) -> int:
     if decision.header:
         ctx.say(decision.header)
     return 0
+
+
+def cmd_callout(ctx: Context, args: argparse.Namespace) -> int:
+    """Print `positive`, `negative: <reply>` or `temporary: <why>`; exit 0, 1 or 2."""
+    from .callout_client import Outcome, checked_address
+    from .forward import client_from
+
+    try:
+        address = checked_address(args.address)
+        route = parse_listen(args.route) if args.route else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    client = client_from(ctx.config)
+    if route is not None:
+        client.routes[address.rpartition("@")[2].lower()] = route
+    if args.timeout is not None:
+        client.timeout = args.timeout
+    result = asyncio.run(client.verify(address))
+    ctx.say("positive" if result.outcome is Outcome.POSITIVE else f"{result.outcome.value}: {result.detail}")
+    return {Outcome.POSITIVE: 0, Outcome.NEGATIVE: 1, Outcome.TEMPORARY: 2}[result.outcome]

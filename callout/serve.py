@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import start_http_server
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,12 +15,30 @@ from gateway import keyfile
 from gateway.config import Config, parse_listen
 from gateway.store import Store
 
-from . import authresults, http_server, milter_server, policy_server, readsocket_server, socketmap_server
+from . import (
+    authresults,
+    callout_responder,
+    http_server,
+    milter_server,
+    policy_server,
+    readsocket_server,
+    socketmap_server,
+)
 from .rules import rules_from
 from .service import VerificationService
 from .streams import Session, serve
 
 log = logging.getLogger("antiforgery.serve")
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """An adapter that runs its own asyncio protocol (the callout responder: aiosmtpd) instead of a Session."""
+
+    async def listen(self, host: str, port: int) -> asyncio.Server: ...
+
+
+Adapter = Session | Listener
 
 
 def open_store(url: str) -> Store:
@@ -31,12 +50,12 @@ def open_store(url: str) -> Store:
         return Store.open(url, check_schema=False)
 
 
-def adapters(config: Config, service: VerificationService) -> dict[str, tuple[str, Session]]:
-    """Adapter name -> (listen address, session); only those with an address are started."""
+def adapters(config: Config, service: VerificationService) -> dict[str, tuple[str, Adapter]]:
+    """Adapter name -> (listen address, session or listener); only those with an address are started."""
     verification = config.verification
     authserv_id = config.site.authserv_id if verification.authentication_results else None
     spf_check = authresults.pyspf_check if verification.spf_hint else None
-    table = {
+    table: dict[str, tuple[str, Adapter]] = {
         "policy": (verification.policy_listen, policy_server.session_factory(service, authserv_id, spf_check)),
         "socketmap": (verification.socketmap_listen, socketmap_server.session_factory(service)),
         "readsocket": (verification.readsocket_listen, readsocket_server.session_factory(service)),
@@ -45,6 +64,8 @@ def adapters(config: Config, service: VerificationService) -> dict[str, tuple[st
     if authserv_id:
         milter = milter_server.session_factory(service, authserv_id, spf_check)
         table["milter"] = (verification.milter_listen, milter)
+    if verification.callout_listen:  # public: off unless configured
+        table["callout"] = (verification.callout_listen, callout_responder.handler_from(config, service))
     return {name: (listen, session) for name, (listen, session) in table.items() if listen}
 
 
@@ -61,9 +82,12 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     await service.start()
     servers = []
     try:
-        for name, (listen, session) in adapters(config, service).items():
+        for name, (listen, adapter) in adapters(config, service).items():
             host, port = parse_listen(listen)
-            servers.append(await serve(name, host, port, session))
+            if isinstance(adapter, Listener):
+                servers.append(await adapter.listen(host, port))
+            else:
+                servers.append(await serve(name, host, port, adapter))
         if config.verification.metrics_listen:
             host, port = parse_listen(config.verification.metrics_listen)
             start_http_server(port, host)

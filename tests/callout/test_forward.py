@@ -1,0 +1,134 @@
+"""Call-forward for internal domains: the pure decision refined by the departmental server's answer."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from service_harness import RunningService
+from smtp_servers import Scripted, Servers, unused_port
+
+from callout.callout_client import CalloutClient, CalloutResult, Outcome
+from callout.callout_responder import CalloutHandler, limits_from
+from callout.decision import Action, Decision, Role
+from callout.forward import ForwardCheck, client_from, combine, forward_from
+from callout.serve import adapters
+from gateway.config import ConfigError, parse
+from gateway.store import Mode
+
+DEPT = "dept.example.ac.uk"
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    running = Servers()
+    yield running
+    running.close()
+
+
+def no_dns(domain: str) -> Any:
+    raise AssertionError(f"DNS asked about {domain}")
+
+
+class Setup:
+    def __init__(self, running: RunningService, servers: Servers) -> None:
+        self.running = running
+        self.dept = Scripted("550 5.1.1 No such user here")
+        self.port = servers.smtp(self.dept)
+        self.check = self.checking(self.port)
+
+    def checking(self, port: int) -> ForwardCheck:
+        client = CalloutClient(helo="gateway.test", routes={DEPT: ("127.0.0.1", port)}, resolver=no_dns, timeout=5)
+        return ForwardCheck(self.running.service, client, [DEPT])
+
+    def decide(self, sender: str, recipient: str, check: ForwardCheck | None = None) -> Decision:
+        request = self.running.service.request(sender, recipient, "192.0.2.1")
+        return self.running.call((check or self.check).decide(request, "test"))
+
+
+@pytest.fixture
+def setup(running_service: RunningService, servers: Servers) -> Setup:
+    store = running_service.store
+    store.add_user("alice", "alice@example.ac.uk", mode=Mode.FULL)
+    store.add_alias(f"webmaster@{DEPT}", ["alice"])
+    running_service.call(running_service.service.refresh())
+    return Setup(running_service, servers)
+
+
+def test_a_sender_its_departmental_server_refuses_is_rejected(setup: Setup) -> None:
+    decision = setup.decide(f"ghost@{DEPT}", "someone@other.org")
+    assert (decision.action, decision.code, decision.enhanced) == (Action.REJECT, 550, "5.1.0")
+    assert decision.reason == "callout_negative" and "550 5.1.1 No such user here" in decision.text
+    assert setup.dept.seen[1:3] == ["MAIL <>", f"RCPT ghost@{DEPT}"]
+
+
+def test_a_bounce_to_an_address_its_server_refuses_is_rejected_as_bad_mailbox(setup: Setup) -> None:
+    decision = setup.decide("", f"ghost@{DEPT}")
+    assert (decision.action, decision.enhanced, decision.role) == (Action.REJECT, "5.1.1", Role.BOUNCE_RECIPIENT)
+
+
+def test_a_positive_answer_keeps_the_local_accept(setup: Setup) -> None:
+    setup.dept.rcpt_reply = "250 OK"
+    decision = setup.decide(f"carol@{DEPT}", "someone@other.org")
+    assert decision.action is Action.ACCEPT and decision.reason == "not_protected"
+
+
+def test_an_unreachable_departmental_server_defers_never_guesses(setup: Setup) -> None:
+    decision = setup.decide(f"carol@{DEPT}", "someone@other.org", setup.checking(unused_port()))
+    assert (decision.action, decision.code, decision.enhanced) == (Action.DEFER, 451, "4.4.3")
+    assert decision.reason == "callout_unavailable" and "cannot connect" in decision.text
+
+
+def test_our_own_protected_users_are_judged_by_signature_and_never_called(setup: Setup) -> None:
+    decision = setup.decide(f"webmaster@{DEPT}", "someone@other.org")
+    assert decision.action is Action.REJECT and decision.enhanced == "5.7.1"
+    assert setup.dept.seen == []
+
+
+def test_other_domains_and_recipients_of_normal_mail_are_never_called(setup: Setup) -> None:
+    assert setup.decide("someone@other.org", f"ghost@{DEPT}").action is Action.ACCEPT
+    assert setup.decide("", "ghost@other.org").action is Action.ACCEPT
+    assert setup.dept.seen == []
+
+
+def test_the_callout_responder_forwards_callouts_for_internal_domains(setup: Setup) -> None:
+    handler = CalloutHandler(setup.running.service, forward=setup.check)
+    server = setup.running.call(handler.listen("127.0.0.1", 0))
+    setup.running.servers.append(server)
+    with smtplib.SMTP("127.0.0.1", server.sockets[0].getsockname()[1], timeout=10) as smtp:
+        smtp.ehlo("mx.remote.test")
+        smtp.mail("")
+        code, text = smtp.rcpt(f"ghost@{DEPT}")
+    assert code == 550 and text.decode().startswith(f"5.1.1 bounce to ghost@{DEPT} refused")
+
+
+def test_combine_is_pure_and_keeps_who_was_checked() -> None:
+    local = Decision(Action.ACCEPT, "not_protected", "x", checked=f"a@{DEPT}", role=Role.SENDER)
+    assert combine(local, CalloutResult(Outcome.POSITIVE, "250 OK")) is local
+    temporary = combine(local, CalloutResult(Outcome.TEMPORARY, "timed out"))
+    assert temporary.checked == f"a@{DEPT}" and temporary.role is Role.SENDER and temporary.code == 451
+
+
+def config(text: str) -> Any:
+    return parse(Path("/etc/antiforgery/antiforgery.toml"), text)
+
+
+def test_settings_build_the_client_limits_and_check_or_name_the_bad_key(running_service: RunningService) -> None:
+    plain, service = config(""), running_service.service
+    assert forward_from(plain, service) is None and "callout" not in adapters(plain, service)
+    on = config(
+        f'[verification]\ncallout_listen = "127.0.0.1:2525"\ncallout_domains = ["{DEPT}"]\n'
+        f'callout_routes = ["{DEPT}=127.0.0.1:2526"]\ncallout_burst = 3\ncallout_hostname = "mx.example.ac.uk"\n'
+    )
+    client = client_from(on)
+    assert client.routes == {DEPT: ("127.0.0.1", 2526)} and client.helo == "mx.example.ac.uk"
+    assert limits_from(on).burst == 3
+    listen, handler = adapters(on, service)["callout"]
+    assert listen == "127.0.0.1:2525" and isinstance(handler, CalloutHandler) and handler.forward is not None
+    with pytest.raises(ConfigError, match=r"\[verification\] callout_routes: 'nowhere' is not domain=host:port"):
+        client_from(config('[verification]\ncallout_routes = ["nowhere"]\n'))
+    with pytest.raises(ConfigError, match=r"\[verification\] callout_max_sessions must be at least 1"):
+        limits_from(config("[verification]\ncallout_max_sessions = 0\n"))
