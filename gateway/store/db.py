@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL, make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
-#: PostgreSQL advisory lock taken while migrating (an arbitrary constant: "antiforgery" in ASCII, cut).
+#: PostgreSQL advisory lock key held while migrating: an arbitrary constant, "antiforg" in ASCII.
 MIGRATION_LOCK_KEY = 0x616E7469666F7267
 
 #: How long an SQLite writer waits for another one before giving up with "database is locked".
