@@ -288,15 +288,19 @@ class SmtpSink:
         )
 
     def messages(self, count: int = 1, timeout: float = 10.0) -> list[str]:
-        """Wait until `count` messages arrived; return them oldest first."""
+        """Wait until `count` messages arrived and are completely written; return them oldest first."""
         import time
 
         deadline = time.time() + timeout
+        previous: list[tuple[str, int]] = []
         while True:
-            files = sorted(self.directory.iterdir(), key=lambda p: p.stat().st_mtime)
-            if len(files) >= count or time.time() > deadline:
+            files = sorted(self.directory.iterdir(), key=lambda p: (p.stat().st_mtime, p.name))
+            sizes = [(f.name, f.stat().st_size) for f in files]
+            # smtp-sink writes while it receives: a file is complete once it stops growing.
+            if (len(files) >= count and sizes == previous) or time.time() > deadline:
                 return [f.read_text(errors="replace") for f in files]
-            time.sleep(0.05)
+            previous = sizes
+            time.sleep(0.2)
 
     def stop(self) -> None:
         self.process.terminate()
