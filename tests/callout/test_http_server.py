@@ -15,7 +15,7 @@ from service_harness import KEYRING, RunningService
 
 from callout import http_server
 from callout.http_server import MAX_BODY, MAX_HEAD, HttpRequest, RequestParser
-from gateway.store import Mode
+from gateway.store import Mode, Store
 from signed_sender import sign
 
 # --- the parser, sans I/O ------------------------------------------------------------------------
@@ -67,11 +67,12 @@ def test_malformed_requests_are_errors_with_a_status(data: bytes, status: int) -
 
 
 @pytest.fixture
-def port(running_service: RunningService) -> int:
-    store = running_service.store
+def port(store: Store, request: pytest.FixtureRequest) -> int:
+    """The directory first, then the service: its first load sees it all, and no refresh woken by
+    a NOTIFY of one of these writes can race (and outlive) an explicit one."""
     store.add_user("alice", "alice@example.ac.uk", mode=Mode.FULL)
     store.add_user("carol", "carol@example.ac.uk", mode=Mode.TESTING)
-    running_service.call(running_service.service.refresh())
+    running_service: RunningService = request.getfixturevalue("running_service")
     return running_service.listen("http", http_server.session_factory(running_service.service))
 
 

@@ -14,7 +14,7 @@ from service_harness import KEYRING, LineClient, RunningService
 
 from callout import readsocket_server
 from callout.readsocket_server import MAX_LINE, LineParser, RequestError, Sign, Verify, parse_request
-from gateway.store import Mode
+from gateway.store import Mode, Store
 from signed_sender import Reason, sign, verify
 
 # --- the parser, sans I/O ------------------------------------------------------------------------
@@ -71,12 +71,13 @@ def test_a_line_over_the_limit_stops_the_parser() -> None:
 
 
 @pytest.fixture
-def port(running_service: RunningService) -> int:
-    store = running_service.store
+def port(store: Store, request: pytest.FixtureRequest) -> int:
+    """The directory first, then the service: its first load sees it all, and no refresh woken by
+    a NOTIFY of one of these writes can race (and outlive) an explicit one."""
     store.add_user("alice", "alice@example.ac.uk", mode=Mode.FULL)
     store.add_user("carol", "carol@example.ac.uk", mode=Mode.TESTING)
     store.add_user("bob", "bob@example.ac.uk")
-    running_service.call(running_service.service.refresh())
+    running_service: RunningService = request.getfixturevalue("running_service")
     return running_service.listen("readsocket", readsocket_server.session_factory(running_service.service))
 
 

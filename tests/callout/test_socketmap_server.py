@@ -16,15 +16,16 @@ from service_harness import KEYRING, RunningService
 from callout import socketmap_server
 from callout.serve import adapters
 from gateway.config import parse
-from gateway.store import Mode
+from gateway.store import Mode, Store
 from signed_sender import Reason, sign, sign_prvs, verify
 
 LONG = "l" * 60 + "@example.ac.uk"  # fits the store, but not with a tag (64-octet local part)
 
 
 @pytest.fixture
-def port(running_service: RunningService) -> int:
-    store = running_service.store
+def port(store: Store, request: pytest.FixtureRequest) -> int:
+    """The directory first, then the service: its first load sees it all, and no refresh woken by
+    a NOTIFY of one of these writes can race (and outlive) an explicit one."""
     store.add_user("alice", "alice@example.ac.uk", mode=Mode.FULL)
     store.add_address("alice", "a.smith@example.ac.uk")
     store.add_user("carol", "carol@example.ac.uk", mode=Mode.TESTING)
@@ -32,7 +33,7 @@ def port(running_service: RunningService) -> int:
     store.add_user("long", LONG, mode=Mode.FULL)
     store.add_alias("webmaster@dept.example.ac.uk", ["alice"])
     store.add_alias("team@dept.example.ac.uk", ["alice", "x@elsewhere.org"])
-    running_service.call(running_service.service.refresh())
+    running_service: RunningService = request.getfixturevalue("running_service")
     return running_service.listen("socketmap", socketmap_server.session_factory(running_service.service))
 
 
