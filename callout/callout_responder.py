@@ -5,7 +5,10 @@ section 3.3): EHLO, `MAIL FROM:<>`, `RCPT TO:<address>`, QUIT. The seed: "When i
 envelope of the 'bounce' ppsw will verify it as usual and communicate the result (accept or
 reject) back to the site performing the call-back". So MAIL is always accepted and RCPT gets the
 decision every other adapter gets for (sender, recipient): with the null sender (or a probe sender
-such as Postfix's double-bounce@) the recipient is checked as the recipient of a bounce.
+such as Postfix's double-bounce@) the recipient is checked as the recipient of a bounce. So is it
+with a bounce-like sender (postmaster@, mailer-daemon@: Exim's `callout=use_postmaster`): the core
+records and lets through real bounces from such senders, but no message ever follows a callout
+here, so that leniency would only let a forged address pass verification.
 
 RCPT replies: 250 for accept and for warn, since testing mode "does not allow third parties to
 detect forgery using call-back verification" (seed 003, "Testing mode"); `550 5.7.1 <why>` for
@@ -165,6 +168,8 @@ class CalloutHandler:
             reply = f"450 4.7.1 Too many verification requests from {session.client}; try again later"
             return self._refuse(session, "rate", reply)
         sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
+        if sender.rpartition("@")[0].lower() in self.service.rules.bounce_like_senders:
+            sender = ""  # a verification probe, see the module docstring
         request = self.service.request(sender, address, session.client, "RCPT")
         if self.forward is not None:
             decision = await self.forward.decide(request, ADAPTER)

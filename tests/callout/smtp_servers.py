@@ -98,8 +98,12 @@ class Servers:
         return self._keep(self.call(asyncio.start_server(hold, "127.0.0.1", 0)))
 
     def close(self) -> None:
-        for server in self.servers:
-            self.loop.call_soon_threadsafe(server.close)
+        async def shutdown() -> None:
+            for server in self.servers:
+                server.close()
+            await asyncio.sleep(0.05)  # let connections the clients closed finish closing here too
+
+        self.call(shutdown())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()

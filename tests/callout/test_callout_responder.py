@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import smtplib
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from service_harness import KEYRING, RunningService
 
 from callout.callout_responder import MAX_REPLY_LINE, CalloutHandler, Limits, reply_for
 from callout.decision import Action, Decision
+from callout.serve import run
 from callout.service import VerificationService
+from gateway.cli import main as cli_main
+from gateway.config import load
 from gateway.store import Mode
 from signed_sender import sign
 
@@ -103,6 +110,12 @@ def test_with_a_real_sender_the_sender_is_checked_not_the_recipient(smtp: smtpli
 
 def test_postfix_probe_sender_is_checked_like_a_bounce(smtp: smtplib.SMTP) -> None:
     assert callout(smtp, "alice@example.ac.uk", sender="double-bounce@mx.remote.test")[0] == 550
+
+
+def test_exim_use_postmaster_callout_is_checked_like_a_bounce(smtp: smtplib.SMTP) -> None:
+    assert callout(smtp, "alice@example.ac.uk", sender="postmaster@mx.remote.test")[0] == 550
+    signed = sign("alice@example.ac.uk", KEYRING, time.time())
+    assert callout(smtp, signed, sender="Postmaster@mx.remote.test")[0] == 250
 
 
 def test_data_is_refused_with_554_before_any_message_is_read(smtp: smtplib.SMTP) -> None:
@@ -199,3 +212,39 @@ def test_reply_lines_are_cut_to_the_rfc_5321_limit() -> None:
     assert len(reply_for(decision, "a@b.c")) == MAX_REPLY_LINE
     accept = Decision(Action.WARN, "bad_mac", "failed", header="X-Antiforgery-Warning: failed")
     assert reply_for(accept, "a@b.c") == "250 2.1.5 <a@b.c> OK"
+
+
+def test_serve_starts_the_responder_on_callout_listen(tmp_path: Path) -> None:
+    config_path = tmp_path / "antiforgery.toml"
+    assert cli_main(["--config", str(config_path), "init", "--domain", "example.ac.uk"], out=io.StringIO()) == 0
+    assert cli_main(["--config", str(config_path), "user", "add", "alice", "--address", "alice@example.ac.uk",
+                     "--mode", "full"], out=io.StringIO()) == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    others = ("policy", "socketmap", "readsocket", "http", "milter", "metrics")
+    off = "".join(f'{name}_listen = ""\n' for name in others)
+    with config_path.open("a") as file:
+        file.write(f'\n[verification]\n{off}callout_listen = "127.0.0.1:{port}"\ncallout_hostname = "mx.test"\n')
+    config = load(config_path)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(config, stop),), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                smtp = smtplib.SMTP("127.0.0.1", port, timeout=5)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and thread.is_alive(), "the responder never listened"
+                time.sleep(0.05)
+        with smtp:
+            smtp.ehlo("mx.remote.test")
+            assert callout(smtp, "alice@example.ac.uk")[0] == 550
+            assert callout(smtp, "bob@example.ac.uk")[0] == 250
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
