@@ -29,8 +29,9 @@ stripped and propagated into a signed result; partial keys get NOTFOUND all the 
 
 `verify`: KEY is the envelope sender of a message arriving from outside; the value is a Postfix
 access(5) action: `OK 550 5.7.1 <text>` for a forgery, `OK PREPEND <header>` for a testing-mode
-user, `NOTFOUND ` to let the other restrictions decide, `TEMP <text>` when the directory is not
-loaded (smtpd answers 451 4.3.0, a temporary lookup failure)::
+user, `NOTFOUND ` to let the other restrictions decide, and `OK DEFER_IF_PERMIT 4.3.0 <text>`
+when the directory is not loaded (invariant 6, as the policy adapter answers). Not `TEMP`: smtpd
+takes that for a broken table and tells the client "451 4.3.5 Server configuration error"::
 
     # main.cf: every smtpd checks senders but submission, which sets its own (master.cf above)
     smtpd_sender_restrictions = check_sender_access socketmap:inet:127.0.0.1:10041:verify
@@ -67,7 +68,7 @@ def verify_value(decision: Decision) -> str:
     if decision.action is Action.WARN and decision.header:
         return _one_line(f"OK PREPEND {decision.header}")
     if decision.action is Action.DEFER:
-        return _one_line(f"TEMP {decision.text}")
+        return _one_line(f"OK DEFER_IF_PERMIT {decision.enhanced} {decision.text}")
     return NOTFOUND
 
 

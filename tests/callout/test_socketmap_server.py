@@ -136,12 +136,12 @@ def test_testing_mode_sender_gets_a_prepend_action(client: NetstringClient) -> N
     )
 
 
-def test_unloaded_directory_gives_temp_on_both_maps_never_a_guess() -> None:
+def test_unloaded_directory_defers_verify_and_fails_sign_temporarily_never_a_guess() -> None:
     running = unreachable_service()
     try:
         assert running.service.snapshot is None
         client = NetstringClient(running.listen("socketmap", socketmap_server.session_factory(running.service)))
-        assert client.lookup("verify", "alice@example.ac.uk").startswith("TEMP ")
+        assert client.lookup("verify", "alice@example.ac.uk").startswith("OK DEFER_IF_PERMIT 4.3.0 forgery check")
         assert client.lookup("sign", "alice@example.ac.uk").startswith("TEMP ")
         client.close()
     finally:
