@@ -1,10 +1,8 @@
-"""The verification service: the current snapshot, its refresh, event recording and metrics.
+"""The verification service: decisions on the directory snapshot, event recording and metrics.
 
 Adapters call `VerificationService.decide`, which never touches the database: it reads the
-snapshot in memory (design, "Scale"). A background task replaces the snapshot when the store's
-version moves: polled every `refresh_seconds` (SQLite), or woken at once by PostgreSQL
-NOTIFY. If the database is unreachable at a refresh, the last snapshot keeps serving and the
-failure is logged; if it was never loaded, every answer is a temporary failure (invariant 6).
+snapshot that `gateway.directory.Directory` keeps fresh (design, "Scale"). With no snapshot
+loaded yet, every answer is a temporary failure (design invariant 6).
 """
 
 from __future__ import annotations
@@ -16,13 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy.exc import SQLAlchemyError
+from prometheus_client import Counter, Histogram
 
-from gateway import snapshot as snapshots
+from gateway.directory import Directory
 from gateway.snapshot import Snapshot
 from gateway.store import Store
-from gateway.store.base import NOTIFY_CHANNEL
 
 from .decision import Decision, Request, Rules, decide, unavailable
 
@@ -35,9 +31,6 @@ LATENCY = Histogram(
     ["adapter"],
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
 )
-SNAPSHOT_VERSION = Gauge("antiforgery_snapshot_version", "Store version of the serving snapshot")
-SNAPSHOT_AGE = Gauge("antiforgery_snapshot_loaded_timestamp", "Unix time the snapshot was loaded")
-REFRESH_FAILURES = Counter("antiforgery_snapshot_refresh_failures", "Snapshot refreshes that failed")
 EVENTS_DROPPED = Counter("antiforgery_events_dropped", "Events not recorded (queue full or store down)")
 
 EVENT_QUEUE_LIMIT = 10_000
@@ -51,16 +44,15 @@ class VerificationService:
         *,
         refresh_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
+        directory: Directory | None = None,
     ) -> None:
-        self.store = store
+        """Pass `directory` to share one snapshot with other services; otherwise this one owns it."""
+        self._owns_directory = directory is None
+        self.directory = directory or Directory(store, refresh_seconds=refresh_seconds, clock=clock)
         self.rules = rules
-        self.refresh_seconds = refresh_seconds
         self.clock = clock
-        self.snapshot: Snapshot | None = None
         self._events: asyncio.Queue[tuple[Decision, Request, str]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
-        self._stopping = False
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -100,79 +92,42 @@ class VerificationService:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self.directory.snapshot
+
+    @snapshot.setter
+    def snapshot(self, value: Snapshot | None) -> None:
+        self.directory.snapshot = value
+
+    @property
+    def store(self) -> Store:
+        return self.directory.store
+
+    @store.setter
+    def store(self, value: Store) -> None:
+        self.directory.store = value
+
+    async def refresh(self) -> bool:
+        return await self.directory.refresh()
+
     async def start(self) -> None:
         self._events = asyncio.Queue(EVENT_QUEUE_LIMIT)
-        await self.refresh()
-        self._tasks = [asyncio.create_task(self._refresh_loop()), asyncio.create_task(self._event_writer())]
-        if self.store.engine.dialect.name == "postgresql":
-            self._tasks.append(asyncio.create_task(self._listen_loop()))
+        if self._owns_directory:
+            await self.directory.start()
+        self._tasks = [asyncio.create_task(self._event_writer())]
 
     async def stop(self) -> None:
-        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._owns_directory:
+            await self.directory.stop()
         if self._events is not None:
             await self._drain_events()
-
-    async def refresh(self) -> bool:
-        """Load a new snapshot if the store moved on; keep the old one if the store is down."""
-        engine = self.store.engine
-        try:
-            if self.snapshot is not None:
-                version = await asyncio.to_thread(snapshots.current_version, engine)
-                if version == self.snapshot.version:
-                    return False
-            now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-            fresh = await asyncio.to_thread(snapshots.load, engine, now)
-        except SQLAlchemyError as exc:
-            REFRESH_FAILURES.inc()
-            state = "keeping the last snapshot" if self.snapshot is not None else "deferring all requests"
-            log.warning("store unreachable (%s); %s", str(getattr(exc, "orig", exc)).splitlines()[0], state)
-            return False
-        self.snapshot = fresh
-        SNAPSHOT_VERSION.set(fresh.version)
-        SNAPSHOT_AGE.set(time.time())
-        log.info(
-            "snapshot version %d: %d users (%d protected), %d aliases, %d blacklisted tags",
-            fresh.version,
-            len(fresh.users),
-            fresh.protected_users,
-            len(fresh.aliases),
-            len(fresh.blacklist),
-        )
-        return True
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.refresh_seconds)
-            self._wake.clear()
-            await self.refresh()
-
-    async def _listen_loop(self) -> None:
-        """PostgreSQL: wake the refresher as soon as any node commits a change (LISTEN/NOTIFY)."""
-        loop = asyncio.get_running_loop()
-        while not self._stopping:
-            try:
-                await asyncio.to_thread(self._listen_blocking, loop)
-            except Exception as exc:  # reconnect after any failure; polling covers the gap
-                log.warning("LISTEN %s failed (%s); polling meanwhile", NOTIFY_CHANNEL, exc)
-            await asyncio.sleep(self.refresh_seconds)
-
-    def _listen_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
-        import psycopg
-
-        url = self.store.engine.url.set(drivername="postgresql")
-        dsn = url.render_as_string(hide_password=False)
-        with psycopg.connect(dsn, autocommit=True) as connection:
-            connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            while not self._stopping:  # the timeout lets a stopping service end this thread
-                for _ in connection.notifies(timeout=1.0):
-                    loop.call_soon_threadsafe(self._wake.set)
 
     # -- events ---------------------------------------------------------------------------
 

@@ -1,0 +1,112 @@
+"""The directory every service decides on: an in-memory snapshot of the store, kept fresh.
+
+Design, "Scale": no request waits on the database. The snapshot is replaced whole when the store's
+version moves: polled every `refresh_seconds` (SQLite), or woken at once by PostgreSQL NOTIFY.
+If the database is unreachable at a refresh, the last snapshot keeps serving and the failure is
+logged; if it was never loaded, `snapshot` stays None and callers answer with a temporary failure
+(design invariant 6). The verification service and the submission proxy share one instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import snapshot as snapshots
+from .snapshot import Snapshot
+from .store import Store
+from .store.base import NOTIFY_CHANNEL
+
+log = logging.getLogger("antiforgery.directory")
+
+SNAPSHOT_VERSION = Gauge("antiforgery_snapshot_version", "Store version of the serving snapshot")
+SNAPSHOT_AGE = Gauge("antiforgery_snapshot_loaded_timestamp", "Unix time the snapshot was loaded")
+REFRESH_FAILURES = Counter("antiforgery_snapshot_refresh_failures", "Snapshot refreshes that failed")
+
+
+class Directory:
+    def __init__(self, store: Store, *, refresh_seconds: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self.clock = clock
+        self.snapshot: Snapshot | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._tasks = [asyncio.create_task(self._refresh_loop())]
+        if self.store.engine.dialect.name == "postgresql":
+            self._tasks.append(asyncio.create_task(self._listen_loop()))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def refresh(self) -> bool:
+        """Load a new snapshot if the store moved on; keep the old one if the store is down."""
+        engine = self.store.engine
+        try:
+            if self.snapshot is not None:
+                version = await asyncio.to_thread(snapshots.current_version, engine)
+                if version == self.snapshot.version:
+                    return False
+            now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+            fresh = await asyncio.to_thread(snapshots.load, engine, now)
+        except SQLAlchemyError as exc:
+            REFRESH_FAILURES.inc()
+            state = "keeping the last snapshot" if self.snapshot is not None else "deferring all requests"
+            log.warning("store unreachable (%s); %s", str(getattr(exc, "orig", exc)).splitlines()[0], state)
+            return False
+        self.snapshot = fresh
+        SNAPSHOT_VERSION.set(fresh.version)
+        SNAPSHOT_AGE.set(time.time())
+        log.info(
+            "snapshot version %d: %d users (%d protected), %d aliases, %d blacklisted tags",
+            fresh.version,
+            len(fresh.users),
+            fresh.protected_users,
+            len(fresh.aliases),
+            len(fresh.blacklist),
+        )
+        return True
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.refresh_seconds)
+            self._wake.clear()
+            await self.refresh()
+
+    async def _listen_loop(self) -> None:
+        """PostgreSQL: wake the refresher as soon as any node commits a change (LISTEN/NOTIFY)."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                await asyncio.to_thread(self._listen_blocking, loop)
+            except Exception as exc:  # reconnect after any failure; polling covers the gap
+                log.warning("LISTEN %s failed (%s); polling meanwhile", NOTIFY_CHANNEL, exc)
+            await asyncio.sleep(self.refresh_seconds)
+
+    def _listen_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
+        import psycopg
+
+        url = self.store.engine.url.set(drivername="postgresql")
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as connection:
+            connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            while not self._stopping:  # the timeout lets a stopping directory end this thread
+                for _ in connection.notifies(timeout=1.0):
+                    loop.call_soon_threadsafe(self._wake.set)
