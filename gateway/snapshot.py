@@ -42,8 +42,11 @@ class Snapshot:
     owners: Mapping[str, int] = field(default_factory=dict)  # primary and extra addresses
     aliases: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
     fixed_tags: Mapping[int, int] = field(default_factory=dict)  # active fixed tag id -> user id
+    #: (user id, recipient address or "*@domain") -> active fixed tag id, for signing at submission.
+    fixed_recipients: Mapping[tuple[int, str], int] = field(default_factory=dict)
     blacklist: frozenset[str] = frozenset()  # canonical signed forms (Verdict.signed_form)
     domains: frozenset[str] = frozenset()  # managed mail domains from the store
+    logins: Mapping[str, int] = field(default_factory=dict)  # login -> user id
 
     # gateway.store.resolve.Directory
     def owner(self, address: str) -> int | None:
@@ -65,6 +68,14 @@ class Snapshot:
     def route(self, address: str) -> Route:
         """Follow aliases from an address compared case-insensitively."""
         return follow(address.lower(), self)
+
+    def fixed_tag_for(self, user_id: int, recipient: str) -> int | None:
+        """The fixed tag for mail from this user to `recipient`; the exact address beats `*@domain`."""
+        recipient = recipient.lower()
+        exact = self.fixed_recipients.get((user_id, recipient))
+        if exact is not None:
+            return exact
+        return self.fixed_recipients.get((user_id, "*@" + recipient.rpartition("@")[2]))
 
     def user(self, user_id: int | None) -> SnapshotUser | None:
         return None if user_id is None else self.users.get(user_id)
@@ -103,12 +114,15 @@ def load(engine: Engine, now: dt.datetime) -> Snapshot:
                 .order_by(AliasTargetRow.id)
             ):
                 aliases.setdefault(address, []).append(Target(user_id=user_id, address=target))
-            fixed = {
-                fixed_id: user_id
-                for fixed_id, user_id in connection.execute(
-                    select(FixedTagRow.id, FixedTagRow.user_id).where(FixedTagRow.revoked_at.is_(None))
+            fixed: dict[int, int] = {}
+            fixed_recipients: dict[tuple[int, str], int] = {}
+            for fixed_id, user_id, recipient in connection.execute(
+                select(FixedTagRow.id, FixedTagRow.user_id, FixedTagRow.recipient).where(
+                    FixedTagRow.revoked_at.is_(None)
                 )
-            }
+            ):
+                fixed[fixed_id] = user_id
+                fixed_recipients[(user_id, recipient)] = fixed_id
             blacklist = frozenset(
                 connection.scalars(select(BlacklistRow.signed_address).where(BlacklistRow.expires_at > now))
             )
@@ -119,8 +133,10 @@ def load(engine: Engine, now: dt.datetime) -> Snapshot:
         owners=owners,
         aliases={k: tuple(v) for k, v in aliases.items()},
         fixed_tags=fixed,
+        fixed_recipients=fixed_recipients,
         blacklist=blacklist,
         domains=domains,
+        logins={user.login: user.id for user in users.values()},
     )
 
 

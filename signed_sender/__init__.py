@@ -7,7 +7,7 @@ function, so every rule can be tested without a socket or a sleep.
 from .address import Mailbox, parse_mailbox
 from .errors import AlreadyTagged, KeyringError, MalformedAddress, SignedTooLong, SigningError
 from .keys import Key, Keyring
-from .native import DEFAULT_POLICY, Policy, Purpose, sign, sign_fixed, sign_header, verify
+from .native import DEFAULT_POLICY, Policy, Purpose, sign, sign_fixed, sign_header, strip_tag, verify
 from .prvs import sign_prvs, verify_prvs
 from .verdict import Reason, TagKind, Verdict
 
@@ -31,6 +31,7 @@ __all__ = [
     "sign_fixed",
     "sign_header",
     "sign_prvs",
+    "strip_tag",
     "verify",
     "verify_prvs",
 ]

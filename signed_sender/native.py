@@ -109,6 +109,19 @@ def _split_tag(local: str, separator: str) -> tuple[str, str | None]:
     return local, None
 
 
+def strip_tag(address: str, policy: Policy = DEFAULT_POLICY) -> str:
+    """The mailbox an address stands for, without any tag of ours or a BATV prvs= prefix.
+
+    Needs no key: it says where an address routes, not whether its tag is genuine.
+    Raises MalformedAddress if the address cannot be parsed.
+    """
+    if policy.accept_prvs and prvs.is_prvs(address):
+        address = address.split("=", 2)[2]
+    mailbox = parse_mailbox(address)
+    base, _tag = _split_tag(mailbox.local, policy.separator)
+    return f"{base}@{mailbox.domain}"
+
+
 def _make(mailbox: Mailbox, kind: TagKind, body: str, keyring: Keyring, policy: Policy) -> str:
     lowered = mailbox.local.lower()
     if lowered.startswith(FOREIGN_TAG_PREFIXES) or _split_tag(mailbox.local, policy.separator)[1]:

@@ -252,3 +252,13 @@ def test_signed_form_is_one_key_for_every_spelling_of_a_tag() -> None:
     forms = {verify(s, RING, NOW).signed_form("=") for s in (signed, signed.upper(), quoted)}
     assert forms == {signed.lower()}
     assert verify("alice@example.ac.uk", RING, NOW).signed_form("=") is None
+
+
+def test_strip_tag_needs_no_key_and_leaves_other_suffixes() -> None:
+    from signed_sender import sign_prvs, strip_tag
+
+    assert strip_tag(sign("Alice@Example.ac.uk", RING, NOW)) == "Alice@Example.ac.uk"
+    assert strip_tag(sign_prvs("alice@example.ac.uk", Keyring([Key(3, b"p" * 32)], 3), NOW)) == "alice@example.ac.uk"
+    assert strip_tag("alice=news@example.ac.uk") == "alice=news@example.ac.uk"
+    with pytest.raises(MalformedAddress):
+        strip_tag("not an address")
