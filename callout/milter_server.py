@@ -19,7 +19,7 @@ from . import authresults
 from . import milter_protocol as mp
 from .authresults import SpfCheck
 from .service import VerificationService
-from .streams import Session, read_chunk
+from .streams import CloseConnection, Session, answer_each
 
 HEADER = "Authentication-Results"
 
@@ -84,22 +84,16 @@ class MilterSession:
         replies.append(mp.encode(mp.CONTINUE))
         return replies
 
+    def respond(self, packet: mp.Packet) -> bytes:
+        if packet.command == mp.QUIT:
+            raise CloseConnection
+        try:
+            return b"".join(self.handle(packet))
+        except mp.MilterProtocolError:
+            raise CloseConnection from None
+
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser = mp.MilterParser()
-        while data := await read_chunk(reader):
-            try:
-                packets = parser.feed(data)
-            except mp.MilterProtocolError:
-                return
-            for packet in packets:
-                if packet.command == mp.QUIT:
-                    return
-                try:
-                    replies = self.handle(packet)
-                except mp.MilterProtocolError:
-                    return
-                writer.write(b"".join(replies))
-            await writer.drain()
+        await answer_each(reader, writer, mp.MilterParser().feed, self.respond)
 
 
 def _connect_address(data: bytes) -> str | None:

@@ -18,9 +18,9 @@ from collections import OrderedDict
 from . import authresults
 from .authresults import SpfCheck
 from .decision import Action, Decision
-from .policy_protocol import PolicyParser, PolicyProtocolError, format_reply
+from .policy_protocol import PolicyParser, format_reply
 from .service import VerificationService
-from .streams import Session, read_chunk
+from .streams import Session, answer_each
 
 #: Message instances remembered per connection to prepend the warning header only once.
 _INSTANCES_REMEMBERED = 1000
@@ -84,14 +84,7 @@ class PolicySession:
         return format_reply(action)
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await read_chunk(reader):
-            try:
-                requests = self.parser.feed(data)
-            except PolicyProtocolError:
-                return  # not Postfix; closing is the protocol's only error signal
-            for attributes in requests:
-                writer.write(self.answer(attributes))
-            await writer.drain()
+        await answer_each(reader, writer, self.parser.feed, self.answer)
 
 
 def session_factory(

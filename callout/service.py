@@ -8,7 +8,6 @@ loaded yet, every answer is a temporary failure (design invariant 6).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -16,7 +15,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Histogram
 
-from gateway.directory import Directory
+from gateway.directory import Directory, cancel_all
 from gateway.snapshot import Snapshot
 from gateway.store import Store
 
@@ -118,11 +117,7 @@ class VerificationService:
         self._tasks = [asyncio.create_task(self._event_writer())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         if self._owns_directory:
             await self.directory.stop()

@@ -48,10 +48,10 @@ from __future__ import annotations
 import asyncio
 
 from .decision import Action, Decision
-from .netstring import NetstringError, NetstringParser, encode
+from .netstring import NetstringParser, encode
 from .service import VerificationService
 from .signing import Outcome, is_whole_address, sign_sender
-from .streams import Session, read_chunk
+from .streams import Session, answer_each
 
 NOTFOUND = "NOTFOUND "
 
@@ -106,14 +106,7 @@ class SocketmapSession:
         return verify_value(decision)
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await read_chunk(reader):
-            try:
-                requests = self.parser.feed(data)
-            except NetstringError:
-                return  # not Postfix; closing is the protocol's only error signal
-            for payload in requests:
-                writer.write(encode(self.answer(payload)))
-            await writer.drain()
+        await answer_each(reader, writer, self.parser.feed, lambda payload: encode(self.answer(payload)))
 
 
 def session_factory(service: VerificationService) -> Session:

@@ -9,9 +9,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 log = logging.getLogger("antiforgery.server")
 
+T = TypeVar("T")
 Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 #: A client silent this long is dropped; Postfix's own policy client gives up after 100 s.
@@ -25,6 +27,35 @@ async def read_chunk(reader: asyncio.StreamReader) -> bytes:
         return await asyncio.wait_for(reader.read(READ_CHUNK), IDLE_SECONDS)
     except (TimeoutError, ConnectionError):
         return b""
+
+
+class CloseConnection(Exception):
+    """Raised by a responder to end the session, as a protocol's QUIT does."""
+
+
+async def answer_each(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    feed: Callable[[bytes], list[T]],
+    respond: Callable[[T], bytes],
+) -> None:
+    """Answer each request in order until the peer closes, goes idle, or breaks the protocol.
+
+    A ValueError from `feed` (every parser's protocol error is one) ends the session without a
+    reply: for these protocols, closing is the only error signal the peer understands.
+    """
+    while data := await read_chunk(reader):
+        try:
+            requests = feed(data)
+        except ValueError:
+            return
+        for request in requests:
+            try:
+                writer.write(respond(request))
+            except CloseConnection:
+                await writer.drain()
+                return
+        await writer.drain()
 
 
 async def serve(name: str, host: str, port: int, session: Session) -> asyncio.Server:

@@ -31,6 +31,15 @@ SNAPSHOT_AGE = Gauge("antiforgery_snapshot_loaded_timestamp", "Unix time the sna
 REFRESH_FAILURES = Counter("antiforgery_snapshot_refresh_failures", "Snapshot refreshes that failed")
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until each has really finished."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Directory:
     def __init__(self, store: Store, *, refresh_seconds: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         self.store = store
@@ -40,6 +49,9 @@ class Directory:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._stopping = False
+        # One refresh at a time: a slow load finishing after a fast one must not put back an
+        # older directory (a NOTIFY-woken refresh can overlap an explicit one).
+        self._refreshing = asyncio.Lock()
 
     async def start(self) -> None:
         await self.refresh()
@@ -49,15 +61,15 @@ class Directory:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
 
     async def refresh(self) -> bool:
         """Load a new snapshot if the store moved on; keep the old one if the store is down."""
+        async with self._refreshing:
+            return await self._refresh()
+
+    async def _refresh(self) -> bool:
         engine = self.store.engine
         try:
             if self.snapshot is not None:
@@ -71,6 +83,8 @@ class Directory:
             state = "keeping the last snapshot" if self.snapshot is not None else "deferring all requests"
             log.warning("store unreachable (%s); %s", str(getattr(exc, "orig", exc)).splitlines()[0], state)
             return False
+        if self.snapshot is not None and fresh.version < self.snapshot.version:
+            return False  # versions only move forward; an older read lost a race
         self.snapshot = fresh
         SNAPSHOT_VERSION.set(fresh.version)
         SNAPSHOT_AGE.set(time.time())
