@@ -7,7 +7,7 @@ setting at fault, so a postmaster can fix the file without reading code.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,51 @@ class SigningConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Whose passwords the submission proxy checks (RFC 4954 SMTP AUTH): the store's, or Dovecot's.
+
+    With "dovecot" the gateway asks Dovecot's auth service as Postfix's `smtpd_sasl_type = dovecot`
+    does, so users keep their IMAP password. Dovecot's user name becomes the gateway login
+    lowercased; with `strip_domain`, "alice@example.ac.uk" becomes "alice" for [site] domains only.
+    """
+
+    backend: str = "store"  # "store" | "dovecot"
+    #: "inet:127.0.0.1:12345" (an inet_listener of service auth) or "/run/dovecot/auth-client".
+    dovecot_socket: str = "/run/dovecot/auth-client"
+    strip_domain: bool = False
+    #: Seconds for Dovecot's answer; a wrong password is answered late on purpose (auth_failure_delay).
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """`antiforgery sendmail`: local submission on a Unix host (seed 003, "Satellite systems").
+
+    The command maps the invoking Unix user to a gateway login, signs as the proxy does, and hands
+    the message to `upstream` by SMTP.
+    """
+
+    #: The MTA that takes the signed mail, "host:port".
+    upstream: str = "127.0.0.1:25"
+    #: "unixname=login" where a Unix account's name is not its gateway login ("root=postmaster").
+    users: tuple[str, ...] = ()
+    #: Our name in EHLO; "" = this host's FQDN.
+    hostname: str = ""
+    #: Seconds for the upstream to answer one command (the end of data included).
+    timeout: float = 120.0
+
+    def user_map(self) -> dict[str, str]:
+        """unixname -> login; ValueError names a malformed entry."""
+        table = {}
+        for entry in self.users:
+            unix, eq, login = (part.strip() for part in entry.partition("="))
+            if not (eq and unix and login):
+                raise ValueError(f"{entry!r} is not unixname=login")
+            table[unix] = login
+        return table
+
+
+@dataclass(frozen=True)
 class VerificationConfig:
     """The verification service (`antiforgery serve`): which adapters listen where, and its rules.
 
@@ -62,6 +107,9 @@ class VerificationConfig:
     readsocket_listen: str = "127.0.0.1:10042"  # Exim ${readsocket}
     callout_listen: str = ""  # SMTP callout responder; public, so off until configured
     http_listen: str = "127.0.0.1:10080"  # JSON for webmail and list servers
+    #: A file (mode 0600) holding the bearer token a trusted webmail presents to POST /v1/sign;
+    #: "" = the route does not exist. Relative to this file. See docs/webmail.md.
+    webmail_token_file: str = ""
     milter_listen: str = "127.0.0.1:10043"  # Postfix smtpd_milters: our Authentication-Results
     metrics_listen: str = "127.0.0.1:9125"  # Prometheus
     refresh_seconds: float = 1.0
@@ -99,6 +147,8 @@ class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
 
 
@@ -106,6 +156,8 @@ _SECTIONS: dict[str, type] = {
     "site": SiteConfig,
     "store": StoreConfig,
     "signing": SigningConfig,
+    "auth": AuthConfig,
+    "local": LocalConfig,
     "verification": VerificationConfig,
 }
 
@@ -151,6 +203,19 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_socket(value: str) -> str | tuple[str, int]:
+    """Postfix's way to name a socket: "inet:host:port" to (host, port); "unix:/path" or "/path" to the path."""
+    if value.startswith("inet:"):
+        try:
+            return parse_listen(value[5:])
+        except ValueError:
+            raise ValueError(f"{value!r} is not inet:host:port") from None
+    socket_path = value.removeprefix("unix:")
+    if not socket_path.startswith("/"):
+        raise ValueError(f"{value!r} is neither inet:host:port nor an absolute unix socket path")
+    return socket_path
+
+
 def _resolve(base: Path, value: Path) -> Path:
     return value if value.is_absolute() else base / value
 
@@ -190,9 +255,15 @@ def parse(path: Path, text: str) -> Config:
                 parse_listen(value)
             except ValueError as exc:
                 raise ConfigError(f"{path}: [verification] {name}: {exc}") from None
+    if verification.webmail_token_file:
+        verification = replace(
+            verification, webmail_token_file=str(_resolve(base, Path(verification.webmail_token_file)))
+        )
     return Config(
         path=path,
         site=config.site,
+        auth=_check_auth(path, config.auth),
+        local=_check_local(path, config.local),
         verification=verification,
         store=StoreConfig(url=_resolve_sqlite(base, config.store.url)),
         signing=SigningConfig(
@@ -203,6 +274,31 @@ def parse(path: Path, text: str) -> Config:
             accept_prvs=signing.accept_prvs,
         ),
     )
+
+
+def _check_auth(path: Path, auth: AuthConfig) -> AuthConfig:
+    if auth.backend not in ("store", "dovecot"):
+        raise ConfigError(f"{path}: [auth] backend must be \"store\" or \"dovecot\", not {auth.backend!r}")
+    if auth.backend == "dovecot":
+        try:
+            parse_socket(auth.dovecot_socket)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: [auth] dovecot_socket: {exc}") from None
+    if auth.timeout <= 0:
+        raise ConfigError(f"{path}: [auth] timeout must be a positive number")
+    return auth
+
+
+def _check_local(path: Path, local: LocalConfig) -> LocalConfig:
+    try:
+        parse_listen(local.upstream)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [local] upstream: {exc}") from None
+    try:
+        local.user_map()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [local] users: {exc}") from None
+    return local
 
 
 def load(path: Path) -> Config:

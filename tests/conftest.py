@@ -424,3 +424,132 @@ def running_service(store_url: str) -> Iterator[RunningService]:
     running.start()
     yield running
     running.stop()
+
+
+# --- Dovecot ---------------------------------------------------------------------------------------
+
+DOVECOT_BINARY = Path("/usr/sbin/dovecot")
+
+
+class Dovecot:
+    """A private Dovecot serving only its auth service: no IMAP or POP3, no TLS, logs to a file.
+
+    The auth service listens on a loopback port and on `socket_path` (base_dir/auth-client), both
+    as a submission server reaches it. `passdb` is the body of the passdb block; the default is a
+    passwd-file of `users` (name -> "{SCHEME}secret").
+    """
+
+    def __init__(self, root: Path, users: dict[str, str], passdb: str = "") -> None:
+        self.root = root
+        self.port = free_port()
+        self.base_dir = root / "run"
+        self.socket_path = self.base_dir / "auth-client"
+        self.log_path = root / "dovecot.log"
+        (root / "state").mkdir()
+        users_file = root / "users"
+        users_file.write_text("".join(f"{name}:{password}::::::\n" for name, password in users.items()))
+        passdb = passdb or f"driver = passwd-file\n  args = {users_file}"
+        self.config = root / "dovecot.conf"
+        self.config.write_text(
+            f"""protocols =
+base_dir = {self.base_dir}
+state_dir = {root}/state
+log_path = {self.log_path}
+ssl = no
+auth_mechanisms = plain login
+# No deliberate delay before a failure reply: the tests run many of them.
+auth_failure_delay = 0
+passdb {{
+  {passdb}
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service auth {{
+  inet_listener {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  unix_listener auth-client {{
+    mode = 0666
+  }}
+}}
+"""
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Dovecot:
+        import socket
+        import time
+
+        self.process = subprocess.Popen(
+            [str(DOVECOT_BINARY), "-c", str(self.config), "-F"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dovecot exited {self.process.returncode}: {self.stderr()}{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                if self.socket_path.exists():
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"dovecot did not listen on 127.0.0.1:{self.port}: {self.log()}")
+
+    def stderr(self) -> str:
+        if self.process is None or self.process.stderr is None or self.process.poll() is None:
+            return ""
+        return self.process.stderr.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def dovecot_password_hash(password: str, scheme: str = "SHA512-CRYPT") -> str:
+    """`{SCHEME}hash` made by Dovecot's own `doveadm pw`."""
+    result = subprocess.run(
+        ["doveadm", "pw", "-s", scheme, "-p", password], capture_output=True, text=True, timeout=30, check=True
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Callable[..., Dovecot]]:
+    """Start private Dovecot auth services: `dovecot(users={"alice": "{PLAIN}secret"}, passdb=...)`."""
+    if not DOVECOT_BINARY.exists():
+        require_component("Dovecot", f"{DOVECOT_BINARY} is missing (Debian package dovecot-core)")
+    if os.geteuid() != 0:
+        require_component("Dovecot", "the tests start dovecot as root (it drops to its own users)")
+    started: list[Dovecot] = []
+    # Dovecot's auth processes run as the dovecot user: a world-traversable directory, not tmp_path.
+    root = Path(tempfile.mkdtemp(prefix="antiforgery-dovecot-"))
+    root.chmod(0o755)
+
+    def start(users: dict[str, str] | None = None, passdb: str = "") -> Dovecot:
+        directory = root / f"dovecot{len(started)}"
+        directory.mkdir(mode=0o755)
+        instance = Dovecot(directory, users or {}, passdb)
+        started.append(instance)
+        return instance.start()
+
+    try:
+        yield start
+    finally:
+        for instance in started:
+            instance.stop()
+        shutil.rmtree(root, ignore_errors=True)

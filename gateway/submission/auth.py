@@ -16,6 +16,7 @@ from typing import Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import passwords
+from ..config import Config
 from ..store import NotFound, Store
 
 
@@ -61,3 +62,15 @@ class StoreAuthenticator:
         if not username or not password or len(username) > 254 or len(password) > 1024:
             return AuthResult(AuthOutcome.BAD_CREDENTIALS)
         return await asyncio.to_thread(self._check, username, password)
+
+
+def authenticator_from(config: Config, store: Store) -> Authenticator:
+    """The backend named by `[auth] backend`: "store" (Argon2id hashes) or "dovecot" (its auth socket)."""
+    if config.auth.backend == "dovecot":
+        # Imported here: dovecot_auth builds on this module's types.
+        from .dovecot_auth import DovecotAuthenticator, SocketAddress
+
+        strip = frozenset(config.site.domains) if config.auth.strip_domain else frozenset()
+        address = SocketAddress.parse(config.auth.dovecot_socket)
+        return DovecotAuthenticator(address, strip_domains=strip, timeout=config.auth.timeout)
+    return StoreAuthenticator(store)
