@@ -73,7 +73,7 @@ class MilterSession:
         message = self.message
         recipient = message.recipients[0] if len(message.recipients) == 1 else ""
         request = self.service.request(message.sender, recipient, self.client_address, "END-OF-MESSAGE")
-        decision = self.service.decide(request, "milter")
+        decision = self.service.decide(request, "milter", record=False)  # the policy service recorded it
         spf = None
         if self.spf_check is not None and self.client_address:
             spf = self.spf_check(self.client_address, message.sender, self.helo)

@@ -74,8 +74,9 @@ class PolicySession:
             attributes.get("client_address") or None,
             attributes.get("protocol_state", "RCPT"),
         )
-        decision = self.service.decide(request, "policy")
-        if request.protocol_state == "DATA" and self.authserv_id and decision.action is not Action.DEFER:
+        at_data = request.protocol_state == "DATA" and bool(self.authserv_id)
+        decision = self.service.decide(request, "policy", record=not at_data)
+        if at_data and decision.action is not Action.DEFER:
             # Testing-mode warnings were prepended at RCPT; here every message gets the verdict.
             return format_reply(f"PREPEND {self._authentication_results(attributes, decision)}")
         action = action_for(decision)

@@ -21,6 +21,10 @@ Protocol (this module is its definition):
 - `sign <address>` (submission only: see `callout.signing`; forwarded mail is never signed):
   `<signed address>`, `-` to leave the sender unchanged, or `defer <text>` when the directory is
   not loaded, so that the message waits rather than leaving unsigned (invariant 6).
+- `authres <sender> [<recipient>]`: our verdict as a whole header line for the DATA ACL,
+  `Authentication-Results: <authserv-id>; x-signed-sender=...` (see docs/authentication-results.md);
+  `error authentication results are not configured` when `[verification] authentication_results`
+  is off. It does not record a second event for a message the RCPT ACL already judged.
 - Anything else: `error unknown command`, `error malformed request`, `error empty request`.
   `error` is a configuration or client fault: act only on `reject`, `defer` and `warn`.
 
@@ -45,6 +49,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from . import authresults
 from .decision import Action, Decision
 from .service import VerificationService
 from .signing import Outcome, sign_sender
@@ -101,15 +106,22 @@ def _address(token: str) -> str:
     return token.removeprefix("<").removesuffix(">")
 
 
-def parse_request(line: bytes) -> Verify | Sign:
+@dataclass(frozen=True, slots=True)
+class AuthRes:
+    sender: str
+    recipient: str
+
+
+def parse_request(line: bytes) -> Verify | Sign | AuthRes:
     if not line:
         raise RequestError("empty request")
     tokens = line.decode("utf-8", "replace").split(" ")
     command = tokens[0].lower()
-    if command == "verify":
+    if command in ("verify", "authres"):
         if len(tokens) not in (2, 3):
             raise RequestError("malformed request")
-        return Verify(_address(tokens[1]), _address(tokens[2]) if len(tokens) == 3 else "")
+        kind = Verify if command == "verify" else AuthRes
+        return kind(_address(tokens[1]), _address(tokens[2]) if len(tokens) == 3 else "")
     if command == "sign":
         if len(tokens) != 2 or not _address(tokens[1]):
             raise RequestError("malformed request")
@@ -132,8 +144,9 @@ def verify_response(decision: Decision) -> str:
 
 
 class ReadsocketSession:
-    def __init__(self, service: VerificationService) -> None:
+    def __init__(self, service: VerificationService, authserv_id: str | None = None) -> None:
         self.service = service
+        self.authserv_id = authserv_id
         self.parser = LineParser()
 
     def answer(self, line: bytes) -> bytes:
@@ -145,6 +158,8 @@ class ReadsocketSession:
             if isinstance(request, Verify):
                 decision = self.service.decide(self.service.request(request.sender, request.recipient), "readsocket")
                 response = verify_response(decision)
+            elif isinstance(request, AuthRes):
+                response = self._authentication_results(request)
             else:
                 signing = sign_sender(self.service, request.address, "readsocket")
                 if signing.outcome is Outcome.SIGNED:
@@ -154,6 +169,13 @@ class ReadsocketSession:
                 else:
                     response = "-"
         return _one_line(response).encode("utf-8", "replace") + b"\n"
+
+    def _authentication_results(self, request: AuthRes) -> str:
+        if not self.authserv_id:
+            return "error authentication results are not configured"
+        checked = self.service.request(request.sender, request.recipient, state="DATA")
+        decision = self.service.decide(checked, "readsocket", record=False)
+        return authresults.header(self.authserv_id, decision, None, request.sender)
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await read_chunk(reader):
@@ -170,8 +192,8 @@ class ReadsocketSession:
         await writer.drain()
 
 
-def session_factory(service: VerificationService) -> Session:
+def session_factory(service: VerificationService, authserv_id: str | None = None) -> Session:
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await ReadsocketSession(service).run(reader, writer)
+        await ReadsocketSession(service, authserv_id).run(reader, writer)
 
     return session

@@ -58,7 +58,7 @@ def adapters(config: Config, service: VerificationService) -> dict[str, tuple[st
     table: dict[str, tuple[str, Adapter]] = {
         "policy": (verification.policy_listen, policy_server.session_factory(service, authserv_id, spf_check)),
         "socketmap": (verification.socketmap_listen, socketmap_server.session_factory(service)),
-        "readsocket": (verification.readsocket_listen, readsocket_server.session_factory(service)),
+        "readsocket": (verification.readsocket_listen, readsocket_server.session_factory(service, authserv_id)),
         "http": (verification.http_listen, http_server.session_factory(service)),
     }
     if authserv_id:

@@ -55,7 +55,9 @@ class VerificationService:
 
     # -- deciding -------------------------------------------------------------------------
 
-    def decide(self, request: Request, adapter: str) -> Decision:
+    def decide(self, request: Request, adapter: str, record: bool = True) -> Decision:
+        """Decide on the in-memory snapshot. `record=False` for a second look at a message already
+        decided (Authentication-Results at end of data), so that statistics count it once."""
         started = time.perf_counter()
         current = self.snapshot
         if current is None:
@@ -79,7 +81,7 @@ class VerificationService:
                 decision.login or "-",
                 request.client_address or "-",
             )
-        if decision.event is not None and self._events is not None:
+        if record and decision.event is not None and self._events is not None:
             try:
                 self._events.put_nowait((decision, request, adapter))
             except asyncio.QueueFull:
