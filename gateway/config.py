@@ -142,6 +142,59 @@ class VerificationConfig:
 
 
 @dataclass(frozen=True)
+class SubmissionConfig:
+    """The submission proxy (seed 003, "Message submission"): users authenticate, it signs and relays.
+
+    Off until `listen` is set; `antiforgery serve` then starts it next to the verification service.
+    Paths are relative to the configuration file.
+    """
+
+    #: "host:port" for mail user agents (RFC 6409: port 587); "" = no submission proxy.
+    listen: str = ""
+    #: Our name in the greeting, EHLO and Received headers; "" = this host's FQDN.
+    hostname: str = ""
+    #: The MTA that takes the signed mail ("host:port"), talked to during the client's own session.
+    upstream: str = "127.0.0.1:10025"
+    #: Seconds for the upstream to accept a connection or answer one command; then the client gets a 4xx.
+    upstream_timeout: float = 60.0
+    #: Seconds for the upstream's reply after the end of a message (RFC 5321 section 4.5.3.2.6: 10 minutes).
+    upstream_data_timeout: float = 600.0
+    #: PEM certificate chain and private key for STARTTLS (RFC 3207); both or neither.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: Offer AUTH without TLS to loopback clients (tests, a webmail on this host); never to anyone else.
+    allow_auth_without_tls_on_loopback: bool = False
+    #: Limits, each refused with its own reply: message octets (advertised as SIZE, RFC 1870),
+    #: recipients per message (452 4.5.3), octets per line without CRLF (RFC 5322 section 2.1.1: 998),
+    #: commands per session, and seconds a client may stay silent (RFC 5321 section 4.5.3.2.7).
+    max_message_size: int = 26_214_400
+    max_recipients: int = 100
+    max_line_length: int = 998
+    max_commands: int = 1000
+    idle_timeout: float = 300.0
+    #: Failed logins per client (IPv4 address or IPv6 /64) before it is locked out for
+    #: `auth_lockout_seconds`; each failure's 535 is delayed, starting at `auth_failure_delay`
+    #: seconds and doubling.
+    auth_max_failures: int = 5
+    auth_lockout_seconds: float = 900.0
+    auth_failure_delay: float = 1.0
+    #: DKIM signing (RFC 6376) of submitted mail: "domain=selector:key-file", a PEM private key
+    #: (RSA or Ed25519) readable by its owner only. Mail is signed for the domain of its From: address.
+    dkim_keys: tuple[str, ...] = ()
+
+    def dkim_entries(self) -> list[tuple[str, str, Path]]:
+        """(domain, selector, key file) for each `dkim_keys` entry; ValueError names a malformed one."""
+        entries = []
+        for entry in self.dkim_keys:
+            domain, eq, rest = entry.partition("=")
+            selector, colon, key_file = rest.partition(":")
+            if not (eq and colon and domain.strip() and selector.strip() and key_file.strip()):
+                raise ValueError(f"{entry!r} is not domain=selector:key-file")
+            entries.append((domain.strip().lower(), selector.strip(), Path(key_file.strip())))
+        return entries
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     site: SiteConfig = field(default_factory=SiteConfig)
@@ -150,6 +203,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -159,15 +213,19 @@ _SECTIONS: dict[str, type] = {
     "auth": AuthConfig,
     "local": LocalConfig,
     "verification": VerificationConfig,
+    "submission": SubmissionConfig,
 }
 
+#: Lists whose entries are not folded to lower case (they hold file names).
+_KEEP_CASE = {"dkim_keys"}
 
-def _coerce(where: str, expected: Any, value: Any) -> Any:
+
+def _coerce(where: str, expected: Any, value: Any, keep_case: bool = False) -> Any:
     """Check one value against its dataclass field type, converting the few TOML-to-Python cases."""
     if expected == "tuple[str, ...]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")
-        return tuple(v.strip().lower() for v in value)
+        return tuple(v.strip() if keep_case else v.strip().lower() for v in value)
     if expected == "Path":
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where} must be a non-empty path string")
@@ -190,7 +248,7 @@ def _section(path: Path, name: str, raw: Any) -> Any:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"{path}: unknown setting {', '.join(f'[{name}] {k}' for k in unknown)}")
-    values = {k: _coerce(f"{path}: [{name}] {k}", known[k].type, v) for k, v in raw.items()}
+    values = {k: _coerce(f"{path}: [{name}] {k}", known[k].type, v, k in _KEEP_CASE) for k, v in raw.items()}
     return cls(**values)
 
 
@@ -265,6 +323,7 @@ def parse(path: Path, text: str) -> Config:
         auth=_check_auth(path, config.auth),
         local=_check_local(path, config.local),
         verification=verification,
+        submission=_check_submission(path, base, config.submission),
         store=StoreConfig(url=_resolve_sqlite(base, config.store.url)),
         signing=SigningConfig(
             key_file=_resolve(base, signing.key_file),
@@ -273,6 +332,41 @@ def parse(path: Path, text: str) -> Config:
             max_skew_seconds=signing.max_skew_seconds,
             accept_prvs=signing.accept_prvs,
         ),
+    )
+
+
+def _check_submission(path: Path, base: Path, submission: SubmissionConfig) -> SubmissionConfig:
+    """Validate [submission] and make its file names absolute (relative to the configuration file)."""
+    where = f"{path}: [submission]"
+    for name in ("listen", "upstream"):
+        value = getattr(submission, name)
+        if value or name == "upstream":
+            try:
+                parse_listen(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where} {name}: {exc}") from None
+    for name in ("max_message_size", "max_recipients", "max_commands", "auth_max_failures"):
+        if getattr(submission, name) < 1:
+            raise ConfigError(f"{where} {name} must be at least 1")
+    if not 78 <= submission.max_line_length <= 998:
+        raise ConfigError(f"{where} max_line_length must be between 78 and 998 (RFC 5322 section 2.1.1)")
+    if bool(submission.tls_cert_file) != bool(submission.tls_key_file):
+        raise ConfigError(f"{where} tls_cert_file and tls_key_file are set together or not at all")
+    if submission.listen and not submission.tls_cert_file and not submission.allow_auth_without_tls_on_loopback:
+        raise ConfigError(f"{where} listen is set but tls_cert_file is not: without TLS nobody could log in")
+    try:
+        entries = submission.dkim_entries()
+    except ValueError as exc:
+        raise ConfigError(f"{where} dkim_keys: {exc}") from None
+    def absolute(value: str) -> str:
+        return str(_resolve(base, Path(value))) if value else ""
+
+    dkim = tuple(f"{domain}={selector}:{_resolve(base, key)}" for domain, selector, key in entries)
+    return replace(
+        submission,
+        dkim_keys=dkim,
+        tls_cert_file=absolute(submission.tls_cert_file),
+        tls_key_file=absolute(submission.tls_key_file),
     )
 
 
@@ -311,9 +405,12 @@ def load(path: Path) -> Config:
     return parse(path, text)
 
 
-def template(domains: list[str], store_url: str = "sqlite:///antiforgery.db") -> str:
+def template(
+    domains: list[str], store_url: str = "sqlite:///antiforgery.db", tls_files: tuple[str, str] = ("", "")
+) -> str:
     """The file `antiforgery init` writes: every setting, commented, at its default."""
     domain_list = ", ".join(f'"{d}"' for d in domains)
+    cert_file, key_file = tls_files
     return f"""\
 # antiforgery configuration. Relative paths are relative to this file.
 # deploy/antiforgery.example.toml documents every setting.
@@ -339,4 +436,16 @@ max_age_days = 7
 max_skew_seconds = 3600
 # Also accept BATV prvs= senders (Exim's ${{prvs}}) signed with the same keys.
 accept_prvs = true
+
+[submission]
+# The submission proxy for mail user agents (RFC 6409), e.g. "0.0.0.0:587"; "" = off.
+listen = ""
+# The MTA that takes the signed mail, during the client's session (a Postfix smtpd on loopback).
+upstream = "127.0.0.1:10025"
+# STARTTLS certificate chain and private key (PEM); AUTH is offered only after STARTTLS.
+# 'antiforgery init --self-signed-cert' makes a pair for tests.
+tls_cert_file = "{cert_file}"
+tls_key_file = "{key_file}"
+# DKIM signing per From: domain: ["example.ac.uk=selector:dkim/example.ac.uk.pem"] (key mode 0600).
+dkim_keys = []
 """
