@@ -8,10 +8,14 @@ Routes:
   `client_address` are optional. Answer 200 with
   `{"action", "reason", "code", "enhanced", "text", "header", "checked", "role"}`; a `defer` is a
   decision like the others (the store is unavailable: try again later), not an HTTP error.
+- `POST /v1/sign` with `Authorization: Bearer <token>`: the signed senders of one message, for a
+  trusted webmail (callout/webmail.py, docs/webmail.md); only when `[verification]
+  webmail_token_file` is set, else 404.
 - `GET /healthz`: 200 when a directory snapshot is loaded, 503 otherwise.
 
-Every error is a JSON body `{"error": "<sentence>"}` with 400 (malformed), 404, 405 (with Allow),
-413 (body over 16 KiB), 431 (head over 8 KiB), 501 (Transfer-Encoding) or 500, never a traceback.
+Every error is a JSON body `{"error": "<sentence>"}` with 400 (malformed), 401 (with
+WWW-Authenticate), 403, 404, 405 (with Allow), 413 (body over 16 KiB), 431 (head over 8 KiB),
+501 (Transfer-Encoding), 503 or 500, never a traceback.
 
 Why a small parser of our own on asyncio streams: `VerificationService.decide` queues events on
 an asyncio queue, so every adapter must run on the service's event loop; stdlib `http.server`
@@ -19,7 +23,8 @@ is blocking and would need a thread. aiohttp would be a large dependency for two
 subset spoken here is deliberately narrow (sans I/O, like h11 but smaller): origin-form targets,
 CRLF line ends, no obsolete line folding, a body only by Content-Length (RFC 9112 section 6.3: a
 Transfer-Encoding we do not implement is 501), persistent connections unless `Connection: close`
-or HTTP/1.0, and the connection closed after any error. Listen on loopback or behind a proxy::
+or HTTP/1.0, and the connection closed after any error. Listen on loopback, or put a TLS-terminating
+proxy in front (the sign route carries a bearer token)::
 
     [verification]
     http_listen = "127.0.0.1:10080"
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from . import webmail
 from .service import VerificationService
 from .streams import Session, read_chunk
 
@@ -49,6 +55,8 @@ _REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[!-~]*) HTTP/(1\.[0
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",
@@ -60,10 +68,19 @@ _REASONS = {
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, allow: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        allow: str | None = None,
+        challenge: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.allow = allow
+        self.challenge = challenge  # WWW-Authenticate, with a 401
+        self.extra = extra or {}  # more fields for the error body
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +212,9 @@ def _json_fields(body: bytes) -> dict[str, str]:
     return _fields(given)
 
 
-def encode_response(status: int, payload: dict[str, Any], *, close: bool, allow: str | None = None) -> bytes:
+def encode_response(
+    status: int, payload: dict[str, Any], *, close: bool, allow: str | None = None, challenge: str | None = None
+) -> bytes:
     body = json.dumps(payload, separators=(",", ":")).encode()
     head = [
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
@@ -205,14 +224,17 @@ def encode_response(status: int, payload: dict[str, Any], *, close: bool, allow:
     ]
     if allow:
         head.append(f"Allow: {allow}")
+    if challenge:
+        head.append(f"WWW-Authenticate: {challenge}")
     if close:
         head.append("Connection: close")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 class HttpSession:
-    def __init__(self, service: VerificationService) -> None:
+    def __init__(self, service: VerificationService, webmail_token: bytes | None = None) -> None:
         self.service = service
+        self.webmail_token = webmail_token
         self.parser = RequestParser()
 
     def respond(self, request: HttpRequest) -> tuple[int, dict[str, Any]]:
@@ -224,6 +246,14 @@ class HttpSession:
             if snapshot is None:
                 return 503, {"status": "unavailable", "snapshot_version": None}
             return 200, {"status": "ok", "snapshot_version": snapshot.version}
+        if path == "/v1/sign":
+            try:
+                return 200, webmail.sign_message(
+                    self.service, self.webmail_token, request.headers.get("authorization"), request.method, request.body
+                )
+            except webmail.SignError as exc:
+                allow = "POST" if exc.status == 405 else None
+                raise HttpError(exc.status, str(exc), allow, exc.challenge, exc.extra) from None
         if path != "/v1/verify":
             raise HttpError(404, f"no such resource: {path}; try /v1/verify or /healthz")
         if request.method == "GET":
@@ -252,7 +282,8 @@ class HttpSession:
         try:
             status, payload = self.respond(request)
         except HttpError as exc:
-            return encode_response(exc.status, {"error": str(exc)}, close=True, allow=exc.allow), False
+            payload = {"error": str(exc), **exc.extra}
+            return encode_response(exc.status, payload, close=True, allow=exc.allow, challenge=exc.challenge), False
         except Exception:
             log.exception("http: %s %s failed", request.method, request.target.partition("?")[0])
             return encode_response(500, {"error": "internal error"}, close=True), False
@@ -274,8 +305,8 @@ class HttpSession:
             await writer.drain()
 
 
-def session_factory(service: VerificationService) -> Session:
+def session_factory(service: VerificationService, webmail_token: bytes | None = None) -> Session:
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await HttpSession(service).run(reader, writer)
+        await HttpSession(service, webmail_token).run(reader, writer)
 
     return session

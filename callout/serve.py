@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from prometheus_client import start_http_server
@@ -53,13 +54,16 @@ def open_store(url: str) -> Store:
 def adapters(config: Config, service: VerificationService) -> dict[str, tuple[str, Adapter]]:
     """Adapter name -> (listen address, session or listener); only those with an address are started."""
     verification = config.verification
+    # Read once at start, like the key file: a missing or too readable token file stops `serve`.
+    token_file = verification.webmail_token_file
+    webmail_token = keyfile.load_token(Path(token_file)) if token_file else None
     authserv_id = config.site.authserv_id if verification.authentication_results else None
     spf_check = authresults.pyspf_check if verification.spf_hint else None
     table: dict[str, tuple[str, Adapter]] = {
         "policy": (verification.policy_listen, policy_server.session_factory(service, authserv_id, spf_check)),
         "socketmap": (verification.socketmap_listen, socketmap_server.session_factory(service)),
         "readsocket": (verification.readsocket_listen, readsocket_server.session_factory(service, authserv_id)),
-        "http": (verification.http_listen, http_server.session_factory(service)),
+        "http": (verification.http_listen, http_server.session_factory(service, webmail_token)),
     }
     if authserv_id:
         milter = milter_server.session_factory(service, authserv_id, spf_check)

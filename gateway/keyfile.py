@@ -26,21 +26,26 @@ def new_secret() -> bytes:
     return secrets.token_bytes(SECRET_BYTES)
 
 
-def load(path: Path) -> Keyring:
+def _read_private(path: Path, what: str, create_hint: str) -> bytes:
+    """The file's bytes, refused if group or others could read or write it (checked on the open fd)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise KeyFileError(f"{path}: no key file (create one with 'antiforgery init')") from None
+        raise KeyFileError(f"{path}: no {what} ({create_hint})") from None
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot open key file: {exc.strerror}") from None
+        raise KeyFileError(f"{path}: cannot open {what}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyFileError(
-                f"{path}: key file is accessible to group or others (mode {stat.S_IMODE(mode):04o}); "
+                f"{path}: {what} is accessible to group or others (mode {stat.S_IMODE(mode):04o}); "
                 "run 'chmod 600' on it"
             )
-        text = handle.read()
+        return handle.read()
+
+
+def load(path: Path) -> Keyring:
+    text = _read_private(path, "key file", "create one with 'antiforgery init'")
     try:
         raw = tomllib.loads(text.decode("utf-8"))
         keys = [
@@ -52,6 +57,25 @@ def load(path: Path) -> Keyring:
         # KeyringError is a ValueError; its message never contains secret material.
         detail = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
         raise KeyFileError(f"{path}: malformed key file ({detail})") from None
+
+
+MIN_TOKEN_LENGTH = 32
+
+
+def load_token(path: Path) -> bytes:
+    """A bearer token (the webmail's, for POST /v1/sign): one line of printable ASCII, mode 0600.
+
+    The same rules as the key file: whoever holds the token can have any opted-in user's sender
+    signed, so it is as secret as a signing key.
+    """
+    raw = _read_private(path, "token file", f"write {MIN_TOKEN_LENGTH} or more random characters to it, mode 0600")
+    token = raw.strip()
+    if len(token) < MIN_TOKEN_LENGTH or not all(0x21 <= b <= 0x7E for b in token):
+        raise KeyFileError(
+            f"{path}: the token must be one line of at least {MIN_TOKEN_LENGTH} printable ASCII characters "
+            "(e.g. 'openssl rand -hex 32')"
+        )
+    return token
 
 
 def dump(keyring: Keyring) -> str:
