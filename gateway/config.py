@@ -195,6 +195,34 @@ class SubmissionConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The opt-in web pages (webopt): users choose their protection, postmasters see statistics.
+
+    Production runs webopt under a WSGI server; `antiforgery web` serves `listen` for development.
+    Paths are relative to the configuration file.
+    """
+
+    #: "host:port" for `antiforgery web` (werkzeug's development server).
+    listen: str = "127.0.0.1:8080"
+    #: Signs the session cookies: 32 or more random characters, mode 0600, identical on every node.
+    #: 'antiforgery init' creates it.
+    secret_key_file: Path = Path("web-secret.key")
+    #: Take the login from REMOTE_USER, set by a front web server after single sign-on. Only for a
+    #: server that authenticates every request itself: anyone who can set REMOTE_USER is anyone.
+    trust_remote_user: bool = False
+    #: Send session cookies with the Secure attribute (HTTPS only); false only for plain-HTTP tests.
+    secure_cookies: bool = True
+    #: Seconds a login lasts.
+    session_seconds: float = 28800.0
+    #: Failed password logins, per client (IPv4 address or IPv6 /64) and per login, before further
+    #: attempts are refused (HTTP 429) for `login_lockout_seconds`. Counted per server process.
+    login_max_failures: int = 5
+    login_lockout_seconds: float = 900.0
+    #: Reverse proxies in front whose X-Forwarded-For is trusted for the client address (0 = none).
+    proxy_hops: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     site: SiteConfig = field(default_factory=SiteConfig)
@@ -204,6 +232,7 @@ class Config:
     local: LocalConfig = field(default_factory=LocalConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -214,6 +243,7 @@ _SECTIONS: dict[str, type] = {
     "local": LocalConfig,
     "verification": VerificationConfig,
     "submission": SubmissionConfig,
+    "web": WebConfig,
 }
 
 #: Lists whose entries are not folded to lower case (they hold file names).
@@ -324,6 +354,7 @@ def parse(path: Path, text: str) -> Config:
         local=_check_local(path, config.local),
         verification=verification,
         submission=_check_submission(path, base, config.submission),
+        web=_check_web(path, base, config.web),
         store=StoreConfig(url=_resolve_sqlite(base, config.store.url)),
         signing=SigningConfig(
             key_file=_resolve(base, signing.key_file),
@@ -368,6 +399,19 @@ def _check_submission(path: Path, base: Path, submission: SubmissionConfig) -> S
         tls_cert_file=absolute(submission.tls_cert_file),
         tls_key_file=absolute(submission.tls_key_file),
     )
+
+
+def _check_web(path: Path, base: Path, web: WebConfig) -> WebConfig:
+    """Validate [web] and make the secret key file absolute (relative to the configuration file)."""
+    try:
+        parse_listen(web.listen)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [web] listen: {exc}") from None
+    if web.login_max_failures < 1:
+        raise ConfigError(f"{path}: [web] login_max_failures must be at least 1")
+    if not 0 <= web.proxy_hops <= 5:
+        raise ConfigError(f"{path}: [web] proxy_hops must be between 0 and 5")
+    return replace(web, secret_key_file=_resolve(base, web.secret_key_file))
 
 
 def _check_auth(path: Path, auth: AuthConfig) -> AuthConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,22 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     else:
         keyfile.create(key_path, int(ctx.now()))
         ctx.say(f"wrote key file {key_path} (mode 0600)")
+    web_secret = ctx.config.web.secret_key_file
+    if not web_secret.exists():
+        _write_private(web_secret, secrets.token_hex(32) + "\n")
+        ctx.say(f"wrote web session secret {web_secret} (mode 0600)")
     revision = Store.upgrade(ctx.config.store.url)
     _restrict_sqlite_file(ctx.config.store.url)
     ctx.say(f"database is at schema revision {revision}")
     return 0
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A new secret file only its owner can read; an existing file is never overwritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text)
 
 
 def _restrict_sqlite_file(url: str) -> None:

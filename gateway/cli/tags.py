@@ -6,8 +6,9 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from signed_sender import TagKind, sign, sign_fixed, sign_prvs, verify
+from signed_sender import sign, sign_fixed, sign_prvs
 
+from ..leaks import LeakRefused, blacklist_leak
 from ..tagcheck import check_address
 from .context import Context, UsageError
 
@@ -89,18 +90,14 @@ def _utc(seconds: float) -> dt.datetime:
 
 
 def cmd_blacklist_add(ctx: Context, args: argparse.Namespace) -> int:
-    verdict = verify(args.signed_address, ctx.keyring, ctx.now(), ctx.policy)
-    if not verdict.signed or verdict.tag is None:
-        raise UsageError(f"{args.signed_address} carries no tag; there is nothing to blacklist")
-    if verdict.kind is TagKind.FIXED:
-        raise UsageError("fixed tags do not expire: revoke the fixed tag instead of blacklisting it")
-    if verdict.expires is None or verdict.expires < ctx.now():
+    try:
+        report = blacklist_leak(ctx.store, args.signed_address, ctx.keyring, ctx.now(), ctx.policy, args.reason)
+    except LeakRefused as exc:
+        raise UsageError(str(exc)) from None
+    if not report.blacklisted or report.expires_at is None:
         ctx.say(f"{args.signed_address} has already expired; nothing to do")
         return 0
-    signed_form = verdict.signed_form(ctx.policy.separator)
-    assert signed_form is not None
-    ctx.store.blacklist_add(signed_form, verdict.address, args.reason, _utc(verdict.expires))
-    ctx.say(f"blacklisted {signed_form} until {_utc(verdict.expires):%Y-%m-%d %H:%M} UTC")
+    ctx.say(f"blacklisted {report.signed_address} until {report.expires_at:%Y-%m-%d %H:%M} UTC")
     return 0
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from . import convert
 from .base import StoreBase
 from .errors import InvalidValue
 from .models import EVENT_ADDRESS_LENGTH, EVENT_CLIENT_LENGTH, EVENT_REASON_LENGTH, EventRow
-from .records import Event, EventKind
+from .records import Event, EventCount, EventKind
 
 DEFAULT_EVENT_LIMIT = 100
 
@@ -70,6 +71,35 @@ class EventsMixin(StoreBase):
             if user is not None:
                 query = query.where(EventRow.user_id == self._user_row(session, user).id)
             return [convert.event(row) for row in session.scalars(query)]
+
+    def event_counts(self, since: dt.datetime, user: str | None = None) -> list[EventCount]:
+        """Events at or after `since` counted per UTC day, kind and reason, oldest day first.
+
+        The database counts, so a statistics page costs one small answer however many events a
+        busy site recorded (`list_events` returns rows and stops at a limit).
+        """
+        since = convert.aware(since, "since")
+        with self._read() as session:
+            day = self._utc_day(session.get_bind().dialect.name)
+            query = (
+                select(day, EventRow.kind, EventRow.reason, func.count())
+                .where(EventRow.at >= since)
+                .group_by(day, EventRow.kind, EventRow.reason)
+                .order_by(day, EventRow.kind, EventRow.reason)
+            )
+            if user is not None:
+                query = query.where(EventRow.user_id == self._user_row(session, user).id)
+            return [
+                EventCount(dt.date.fromisoformat(str(on)[:10]), kind, reason, int(count))
+                for on, kind, reason, count in session.execute(query)
+            ]
+
+    @staticmethod
+    def _utc_day(dialect: str) -> ColumnElement[str]:
+        """The UTC calendar day of an event: SQLite keeps UTC text, PostgreSQL a timestamptz."""
+        if dialect == "sqlite":
+            return func.date(EventRow.at)
+        return func.date(func.timezone("UTC", EventRow.at))
 
     def events_purge(self, before: dt.datetime) -> int:
         """Delete events older than `before` (retention); return how many."""

@@ -109,6 +109,16 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class EventCount:
+    """How many events of one kind and reason happened on one UTC day (for the statistics pages)."""
+
+    day: dt.date
+    kind: EventKind
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Resolution:
     """The answer to "whose address is this?".
 
