@@ -21,7 +21,7 @@ from signed_sender import KeyringError, SigningError
 from ..config import DEFAULT_PATH, ConfigError
 from ..keyfile import KeyFileError
 from ..store import StoreError
-from . import setup, tags, users
+from . import local, setup, tags, users
 from .context import Context, UsageError
 
 Handler = Callable[[Context, argparse.Namespace], int]
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     setup.register(commands)
     users.register(commands)
     tags.register(commands)
+    local.register(commands)
     # Services built on the gateway (callout, webopt) add their commands through an entry-point
     # group, so that this package never imports them (STYLE principle 1: no import cycles).
     for entry in sorted(entry_points(group="antiforgery.commands"), key=lambda e: e.name):
