@@ -184,3 +184,27 @@ def test_bad_invocations_exit_with_sysexits_and_one_line(
 ) -> None:
     result = site.sendmail(*args, data=data)
     assert result.returncode == status and words in result.stderr and result.stderr.count(b"\n") == 1
+
+
+def test_refusal_at_end_of_data_says_who_already_has_the_message(
+    tmp_path: Path, sqlite_url: str, postfix: Callable[..., Postfix], smtp_sink: SmtpSink
+) -> None:
+    """The one case all-or-nothing cannot cover: a later transaction refused after its data."""
+    Store.upgrade(sqlite_url)
+    store = Store.open(sqlite_url)
+    try:
+        store.add_user("alice", "alice@example.ac.uk", mode=Mode.FULL)
+        store.add_fixed_tag("alice", "lists@other.org")
+    finally:
+        store.close()
+    keyfile.save(tmp_path / "keys.toml", KEYRING)
+    # Postfix knows the recipient at the end of data when a transaction has exactly one, as both have here.
+    refuse_lists = "check_recipient_access inline:{lists@other.org=REJECT}"
+    upstream = postfix(main_cf=f"smtpd_end_of_data_restrictions = {refuse_lists}\n")
+    site = Site(tmp_path, sqlite_url, upstream.port)
+    site.configure()
+    result = site.sendmail("-i", "bob@other.org", "lists@other.org")
+    assert result.returncode == 65
+    assert b"refused the message: 554 5.7.1" in result.stderr
+    assert b"(already delivered to bob@other.org; not to the others)" in result.stderr
+    assert envelope(smtp_sink.messages(1)[0])[1] == ["bob@other.org"]
