@@ -85,10 +85,14 @@ def limits_from(config: Config) -> Limits:
     )
 
 
-def handler_from(config: Config, service: VerificationService) -> CalloutHandler:
-    """The responder `antiforgery serve` starts, with call-forward for `callout_domains` if any."""
+def handler_from(
+    config: Config, service: VerificationService, forward: ForwardCheck | None = None
+) -> CalloutHandler:
+    """The responder `antiforgery serve` starts, with call-forward for `callout_domains` if any;
+    pass `forward` to share one callout cache with the other adapters."""
     hostname = config.verification.callout_hostname or None
-    return CalloutHandler(service, limits_from(config), hostname=hostname, forward=forward_from(config, service))
+    forward = forward or forward_from(config, service)
+    return CalloutHandler(service, limits_from(config), hostname=hostname, forward=forward)
 
 
 def reply_for(decision: Decision, address: str) -> str:

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from . import authresults
 from .authresults import SpfCheck
 from .decision import Action, Decision
+from .forward import ForwardCheck
 from .policy_protocol import PolicyParser, format_reply
 from .service import VerificationService
 from .streams import Session, answer_each
@@ -38,9 +39,14 @@ def action_for(decision: Decision) -> str:
 
 class PolicySession:
     def __init__(
-        self, service: VerificationService, authserv_id: str | None = None, spf_check: SpfCheck | None = None
+        self,
+        service: VerificationService,
+        authserv_id: str | None = None,
+        spf_check: SpfCheck | None = None,
+        forward: ForwardCheck | None = None,
     ) -> None:
         self.service = service
+        self.forward = forward
         self.authserv_id = authserv_id
         self.spf_check = spf_check
         self.parser = PolicyParser()
@@ -65,7 +71,7 @@ class PolicySession:
             spf = self.spf_check(attributes["client_address"], sender, attributes.get("helo_name", ""))
         return authresults.header(self.authserv_id, decision, spf, sender)
 
-    def answer(self, attributes: dict[str, str]) -> bytes:
+    async def answer(self, attributes: dict[str, str]) -> bytes:
         if attributes.get("request") != "smtpd_access_policy":
             return format_reply("DUNNO")
         request = self.service.request(
@@ -75,7 +81,10 @@ class PolicySession:
             attributes.get("protocol_state", "RCPT"),
         )
         at_data = request.protocol_state == "DATA" and bool(self.authserv_id)
-        decision = self.service.decide(request, "policy", record=not at_data)
+        if self.forward is not None and not at_data:
+            decision = await self.forward.decide(request, "policy")  # internal domains: ask their server
+        else:
+            decision = self.service.decide(request, "policy", record=not at_data)
         if at_data and decision.action is not Action.DEFER:
             # Testing-mode warnings were prepended at RCPT; here every message gets the verdict.
             return format_reply(f"PREPEND {self._authentication_results(attributes, decision)}")
@@ -89,9 +98,12 @@ class PolicySession:
 
 
 def session_factory(
-    service: VerificationService, authserv_id: str | None = None, spf_check: SpfCheck | None = None
+    service: VerificationService,
+    authserv_id: str | None = None,
+    spf_check: SpfCheck | None = None,
+    forward: ForwardCheck | None = None,
 ) -> Session:
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await PolicySession(service, authserv_id, spf_check).run(reader, writer)
+        await PolicySession(service, authserv_id, spf_check, forward).run(reader, writer)
 
     return session

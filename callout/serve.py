@@ -25,6 +25,7 @@ from . import (
     readsocket_server,
     socketmap_server,
 )
+from .forward import forward_from
 from .rules import rules_from
 from .service import VerificationService
 from .streams import Session, serve
@@ -59,8 +60,12 @@ def adapters(config: Config, service: VerificationService) -> dict[str, tuple[st
     webmail_token = keyfile.load_token(Path(token_file)) if token_file else None
     authserv_id = config.site.authserv_id if verification.authentication_results else None
     spf_check = authresults.pyspf_check if verification.spf_hint else None
+    forward = forward_from(config, service)  # one callout cache for every adapter
     table: dict[str, tuple[str, Adapter]] = {
-        "policy": (verification.policy_listen, policy_server.session_factory(service, authserv_id, spf_check)),
+        "policy": (
+            verification.policy_listen,
+            policy_server.session_factory(service, authserv_id, spf_check, forward),
+        ),
         "socketmap": (verification.socketmap_listen, socketmap_server.session_factory(service)),
         "readsocket": (verification.readsocket_listen, readsocket_server.session_factory(service, authserv_id)),
         "http": (verification.http_listen, http_server.session_factory(service, webmail_token)),
@@ -69,7 +74,7 @@ def adapters(config: Config, service: VerificationService) -> dict[str, tuple[st
         milter = milter_server.session_factory(service, authserv_id, spf_check)
         table["milter"] = (verification.milter_listen, milter)
     if verification.callout_listen:  # public: off unless configured
-        table["callout"] = (verification.callout_listen, callout_responder.handler_from(config, service))
+        table["callout"] = (verification.callout_listen, callout_responder.handler_from(config, service, forward))
     return {name: (listen, session) for name, (listen, session) in table.items() if listen}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -37,12 +38,13 @@ async def answer_each(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     feed: Callable[[bytes], list[T]],
-    respond: Callable[[T], bytes],
+    respond: Callable[[T], bytes | Awaitable[bytes]],
 ) -> None:
     """Answer each request in order until the peer closes, goes idle, or breaks the protocol.
 
     A ValueError from `feed` (every parser's protocol error is one) ends the session without a
-    reply: for these protocols, closing is the only error signal the peer understands.
+    reply: for these protocols, closing is the only error signal the peer understands. A
+    responder may be async (one that calls forward); replies still go out in request order.
     """
     while data := await read_chunk(reader):
         try:
@@ -51,7 +53,8 @@ async def answer_each(
             return
         for request in requests:
             try:
-                writer.write(respond(request))
+                reply = respond(request)
+                writer.write(await reply if inspect.isawaitable(reply) else reply)
             except CloseConnection:
                 await writer.drain()
                 return

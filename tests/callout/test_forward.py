@@ -132,3 +132,21 @@ def test_settings_build_the_client_limits_and_check_or_name_the_bad_key(running_
         client_from(config('[verification]\ncallout_routes = ["nowhere"]\n'))
     with pytest.raises(ConfigError, match=r"\[verification\] callout_max_sessions must be at least 1"):
         limits_from(config("[verification]\ncallout_max_sessions = 0\n"))
+
+
+def test_the_policy_adapter_asks_an_internal_domains_server_about_its_senders(setup: Setup) -> None:
+    from service_harness import LineClient
+
+    from callout import policy_server
+
+    port = setup.running.listen("policy", policy_server.session_factory(setup.running.service, forward=setup.check))
+    client = LineClient(port)
+    client.send(
+        b"request=smtpd_access_policy\nprotocol_state=RCPT\nsender=ghost@"
+        + DEPT.encode()
+        + b"\nrecipient=x@other.org\n\n"
+    )
+    assert client.read_until(b"\n\n").startswith(b"action=550 5.1.0 sender ghost@" + DEPT.encode())
+    client.send(b"request=smtpd_access_policy\nprotocol_state=RCPT\nsender=someone@other.org\nrecipient=x@y.org\n\n")
+    assert client.read_until(b"\n\n") == b"action=DUNNO"
+    client.close()
