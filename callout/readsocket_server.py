@@ -29,19 +29,9 @@ Protocol (this module is its definition):
   `error` is a configuration or client fault: act only on `reject`, `defer` and `warn`.
 
 Exim's fourth argument replaces each newline of the response when it is non-empty; an empty one
-leaves the newline in place, so the ACL strips it. In the RCPT ACL (`$sender_address` is empty
-for a bounce, which gives the empty token); the fail string makes an unreachable service defer::
-
-    acl_check_rcpt:
-      warn  set acl_m_af = ${sg{${readsocket{inet:127.0.0.1:10042}\\
-                {verify $sender_address $local_part@$domain\\n}{5s}{}\\
-                {defer forgery check unreachable}}}{\\N\\n\\N}{}}
-      deny  condition  = ${if eq{${substr_0_7:$acl_m_af}}{reject }}
-            message    = ${substr_7:$acl_m_af}
-      defer condition  = ${if eq{${substr_0_6:$acl_m_af}}{defer }}
-            message    = 451 4.3.0 ${substr_6:$acl_m_af}
-      warn  condition  = ${if eq{${substr_0_5:$acl_m_af}}{warn }}
-            add_header = ${substr_5:$acl_m_af}
+leaves the newline in place, so the ACL strips it. The RCPT ACL a postmaster pastes is
+deploy/exim/verification-rcpt.conf (tested with the real Exim binary); the DATA ACL for our
+Authentication-Results is deploy/exim/authentication-results.conf.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import socket
-import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from adapter_support import unreachable_service
@@ -192,10 +192,13 @@ def test_exim_readsocket_signs(exim, port: int) -> None:  # type: ignore[no-unty
     assert exim.expand(readsocket(port, "sign bob@example.ac.uk\\n", eol="|")) == "-|"
 
 
+RCPT_SNIPPET = Path(__file__).resolve().parents[2] / "deploy" / "exim" / "verification-rcpt.conf"
+
+
 def rcpt_acl(port: int) -> str:
-    """The RCPT ACL exactly as the module docstring gives it, pointed at the test's port."""
-    snippet = textwrap.dedent(readsocket_server.__doc__.rpartition("::\n")[2])  # type: ignore[union-attr]
-    return "acl_smtp_rcpt = acl_check_rcpt\nbegin acl\n" + snippet.strip().replace("10042", str(port)) + "\n  accept\n"
+    """The RCPT ACL exactly as deploy/exim/verification-rcpt.conf gives it, pointed at the test's port."""
+    snippet = RCPT_SNIPPET.read_text().replace("10042", str(port))
+    return "acl_smtp_rcpt = acl_check_rcpt\nbegin acl\n" + snippet.strip() + "\n  accept\n"
 
 
 def smtp_reply_to_rcpt(exim, config: str, sender: str, recipient: str) -> str:  # type: ignore[no-untyped-def]
