@@ -19,7 +19,8 @@ ADDRESS_LIMIT = 254
 #: A signed address is longer than its base: the local part may grow to 64 octets.
 SIGNED_ADDRESS_LIMIT = 320
 TEXT_LIMIT = 200
-MODE_CHOICES = [(Mode.OFF.value, "Off"), (Mode.TESTING.value, "Testing"), (Mode.FULL.value, "Full")]
+#: Values only (the label is the value): the pages name the modes themselves, with explanations.
+MODE_CHOICES = [mode.value for mode in Mode]
 
 
 def _strip(value: Any) -> Any:
