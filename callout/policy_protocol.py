@@ -31,7 +31,8 @@ class PolicyParser:
         while True:
             end = self._buffer.find(b"\n")
             if end < 0:
-                if len(self._buffer) > MAX_LINE:
+                # +1: the CR of a line of MAX_LINE octets may arrive before its LF (found by fuzzing).
+                if len(self._buffer) > MAX_LINE + 1:
                     raise PolicyProtocolError("policy request line too long")
                 return requests
             line = bytes(self._buffer[:end]).rstrip(b"\r")

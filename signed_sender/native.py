@@ -135,7 +135,10 @@ def _make(mailbox: Mailbox, kind: TagKind, body: str, keyring: Keyring, policy: 
             f"{mailbox} cannot be signed: the signed local part would be {octets(local)} octets, "
             f"over the limit of {MAX_LOCAL_PART_OCTETS}; local parts up to {room} octets can be signed"
         )
-    return f"{local}@{mailbox.domain}"
+    signed = f"{local}@{mailbox.domain}"
+    if octets(signed) > MAX_ADDRESS_OCTETS:  # found by fuzzing: verify refuses such an address
+        raise SignedTooLong(f"{mailbox} cannot be signed: the signed address would exceed {MAX_ADDRESS_OCTETS} octets")
+    return signed
 
 
 def _hours(now: float) -> int:

@@ -20,8 +20,8 @@ import hashlib
 import hmac
 import re
 
-from .address import parse_mailbox
-from .errors import KeyringError, MalformedAddress
+from .address import MAX_ADDRESS_OCTETS, MAX_LOCAL_PART_OCTETS, octets, parse_mailbox
+from .errors import KeyringError, MalformedAddress, SignedTooLong
 from .keys import Keyring
 from .verdict import Reason, TagKind, Verdict
 
@@ -49,7 +49,16 @@ def sign_prvs(address: str, keyring: Keyring, now: float, key_id: int | None = N
     if mailbox.local.lower().startswith("prvs="):
         raise MalformedAddress(f"{address} is already a prvs= address")
     daystamp = f"{(int(now) // DAY + VALID_DAYS) % 1000:03d}"
-    return f"prvs={key.id}{daystamp}{_hmac6(key.secret, key.id, daystamp, address)}={address}"
+    signed = f"prvs={key.id}{daystamp}{_hmac6(key.secret, key.id, daystamp, address)}={address}"
+    # Design invariant 2: refuse rather than emit an address no MTA (nor our verify) would take.
+    # Exim does not check this; for every address it can use, the output is the same as Exim's.
+    local = signed.rpartition("@")[0]
+    if octets(local) > MAX_LOCAL_PART_OCTETS or octets(signed) > MAX_ADDRESS_OCTETS:
+        raise SignedTooLong(
+            f"{address} cannot be signed as prvs=: the signed address would exceed "
+            f"{MAX_LOCAL_PART_OCTETS} octets of local part or {MAX_ADDRESS_OCTETS} in all"
+        )
+    return signed
 
 
 def verify_prvs(address: str, keyring: Keyring, now: float, max_skew: int = 3600) -> Verdict:
