@@ -17,9 +17,10 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
+from proxy_harness import RunningProxy
 from service_harness import KEYRING, RunningService
 
 from callout.decision import Rules
@@ -553,3 +554,29 @@ def dovecot() -> Iterator[Callable[..., Dovecot]]:
         for instance in started:
             instance.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --- the submission proxy -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[Store]:
+    """For tests of the SMTP dialogue itself, where the database backend makes no difference."""
+    Store.upgrade(sqlite_url)
+    opened = Store.open(sqlite_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path) -> Iterator[Callable[..., RunningProxy]]:
+    """`start_proxy(store, upstream_port, **handler_options)`; every proxy started is stopped."""
+    started: list[RunningProxy] = []
+
+    def start(store: Store, upstream_port: int, **options: Any) -> RunningProxy:
+        started.append(RunningProxy(store, upstream_port, tmp_path, **options))
+        return started[-1]
+
+    yield start
+    for proxy in started:
+        proxy.stop()

@@ -1,0 +1,312 @@
+"""aiosmtpd's protocol engine, adjusted for a submission proxy (RFC 6409, RFC 4954, RFC 3207).
+
+aiosmtpd parses commands and runs STARTTLS; the policy lives in `proxy.SubmissionHandler` (STYLE,
+aiosmtpd). What aiosmtpd 1.4 does not do as a submission proxy must is done here:
+
+  - AUTH only inside TLS, or from loopback when `allow_auth_without_tls_on_loopback` says so; a
+    plaintext AUTH gets `530 5.7.0 Must issue a STARTTLS command first` (RFC 3207 section 4), and
+    EHLO lists AUTH only when it may be used (the handler's EHLO hook). AUTH is not allowed inside
+    a mail transaction (RFC 4954 section 4: 503);
+  - PLAIN and LOGIN check credentials through the asynchronous `Authenticator` and the throttle;
+    aiosmtpd's own mechanisms call a synchronous callback;
+  - MAIL and RCPT keep their parameters' case and accept the DSN ones (`esmtp`);
+  - DATA is read by `content.DataReceiver` (smuggling, line length); aiosmtpd's loop is not used;
+  - the idle timer answers `421 4.4.2` before closing (RFC 5321 section 3.8: a server SHOULD say
+    why) and is paused while the upstream is being waited for, which is not the client's idleness;
+  - every command counts against `max_commands`: then `421 4.7.0` and close.
+
+Some of this reaches into aiosmtpd's protected attributes (`_smtp_methods`, `_reset_timeout`,
+`_timeout_handle`, `_tls_protocol`, `_reader`); they are stable across 1.4.x, which pyproject pins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from base64 import b64decode
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope
+
+from .content import DataError, DataReceiver
+from .esmtp import ParamError, parse_mail, parse_rcpt
+
+if TYPE_CHECKING:
+    from .proxy import SubmissionHandler
+    from .transaction import Transaction
+
+log = logging.getLogger("antiforgery.submission")
+
+
+def _not_login_data_notice(record: logging.LogRecord) -> bool:
+    """aiosmtpd 1.4 warns on every successful AUTH that it set its own deprecated attribute; not ours to fix."""
+    return "login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_not_login_data_notice)
+
+#: RFC 5321 section 4.5.3.1.4 gives 512 octets; RFC 1870, 3461, 6531 add room for their parameters.
+COMMAND_LIMITS = {"MAIL": 512 + 26 + 10 + 110 + 14, "RCPT": 512 + 500 + 30}
+
+
+class SubmissionEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.transaction: Transaction | None = None
+
+
+class SubmissionSMTP(SMTP):
+    def __init__(self, handler: SubmissionHandler, loop: asyncio.AbstractEventLoop) -> None:
+        limits = handler.limits
+        super().__init__(
+            handler,
+            hostname=handler.hostname,
+            ident="ESMTP submission",
+            tls_context=handler.tls_context,
+            data_size_limit=limits.max_message_size,  # advertised as SIZE (RFC 1870)
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            timeout=limits.idle_timeout,
+            auth_require_tls=False,  # enforced in smtp_AUTH, with the loopback exemption
+            loop=loop,
+        )
+        self.handler = handler
+        self.client = "unknown"
+        self.commands = 0
+        self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit, COMMAND_LIMITS)
+        self._smtp_methods = {name: self._counted(method) for name, method in self._smtp_methods.items()}
+
+    # -- connection -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # the first call; a second one comes after STARTTLS
+            peer: Any = transport.get_extra_info("peername")
+            self.client = str(peer[0]) if peer else "unknown"
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._close_transaction(self.envelope)
+        super().connection_lost(error)
+
+    def _create_envelope(self) -> Envelope:
+        """A new envelope at RSET, HELO/EHLO, STARTTLS and after DATA: the old transaction ends."""
+        self._close_transaction(self.envelope)
+        return SubmissionEnvelope()
+
+    def _close_transaction(self, envelope: Envelope | None) -> None:
+        if isinstance(envelope, SubmissionEnvelope) and envelope.transaction is not None:
+            self.handler.background(envelope.transaction.abort())
+            envelope.transaction = None
+
+    def _timeout_cb(self) -> None:
+        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
+            log.info("client=%s idle for %gs; closing", self.client, self.handler.limits.idle_timeout)
+            self.transport.write(f"421 4.4.2 {self.hostname} Idle timeout; closing connection\r\n".encode("ascii"))
+        if self.transport is not None:
+            self.transport.close()  # as aiosmtpd's own callback: connection_lost cleans up
+
+    @contextlib.asynccontextmanager
+    async def busy(self) -> AsyncIterator[None]:
+        """Pause the idle timer while we, not the client, are the slow side (waiting on the upstream)."""
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        try:
+            yield
+        finally:
+            if self.transport is not None:
+                self._reset_timeout()
+
+    def _counted(self, method: Callable[[str | None], Awaitable[None]]) -> Callable[[str | None], Awaitable[None]]:
+        async def counted(arg: str | None) -> None:
+            self.commands += 1
+            if self.commands > self.handler.limits.max_commands:
+                log.info("client=%s sent more than %d commands; closing", self.client, self.commands - 1)
+                await self.push("421 4.7.0 Too many commands in one session; closing connection")
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            await method(arg)
+
+        return counted
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def tls(self) -> bool:
+        return self._tls_protocol is not None
+
+    @property
+    def auth_allowed(self) -> bool:
+        if self.tls:
+            return True
+        if not self.handler.allow_auth_without_tls_on_loopback:
+            return False
+        with contextlib.suppress(ValueError):
+            return ipaddress.ip_address(self.client.split("%", 1)[0]).is_loopback
+        return False
+
+    @property
+    def login(self) -> str | None:
+        data: Any = self.session.auth_data if self.session and self.session.authenticated else None
+        return data if isinstance(data, str) else None
+
+    # -- AUTH (RFC 4954) --------------------------------------------------------------------
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if not self.auth_allowed:
+            await self.push("530 5.7.0 Must issue a STARTTLS command first")
+            return
+        if self.envelope is not None and self.envelope.mail_from is not None:
+            await self.push("503 5.5.1 AUTH is not allowed during a mail transaction")
+            return
+        locked = self.handler.throttle_locked(self.client)
+        if locked:
+            await self.push(f"454 4.7.0 Too many failed logins from {self.client}; try again in {int(locked) + 1}s")
+            return
+        await super().smtp_AUTH(arg)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        response = await self._auth_response(args, "")
+        if response is None:
+            return AuthResult(success=False, handled=True)
+        parts = response.split(b"\x00")
+        if len(parts) != 3 or (parts[0] and parts[0] != parts[1]):  # RFC 4616; no acting for others
+            await self.push("501 5.5.2 Cannot decode the PLAIN response")
+            return AuthResult(success=False, handled=True)
+        return await self._check(parts[1], parts[2])
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        login = await self._auth_response(args, "Username:")
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self._auth_response([args[0]], "Password:")
+        if password is None:
+            return AuthResult(success=False, handled=True)
+        return await self._check(login, password)
+
+    async def _auth_response(self, args: list[str], challenge: str) -> bytes | None:
+        """The initial response if given (RFC 4954 section 4), else the answer to a 334 challenge."""
+        if len(args) > 1:
+            try:
+                return b64decode(args[1].encode("ascii"), validate=True) if args[1] != "=" else b""
+            except ValueError:
+                await self.push("501 5.5.2 Cannot decode base64")
+                return None
+        answer = await self.challenge_auth(challenge)
+        return answer if isinstance(answer, bytes) else None  # challenge_auth already answered "*"
+
+    async def _check(self, login: bytes, password: bytes) -> AuthResult:
+        try:
+            username, secret = login.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            username, secret = "", ""
+        async with self.busy():
+            reply, canonical = await self.handler.authenticate(self.client, username, secret)
+        if canonical is not None:
+            return AuthResult(success=True, auth_data=canonical)
+        if reply is not None:
+            await self.push(reply)
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False)  # aiosmtpd answers 535 5.7.8
+
+    # -- the mail transaction -------------------------------------------------------------
+
+    async def _transaction_ready(self, command: str) -> bool:
+        if await self.check_helo_needed("EHLO"):
+            return False
+        if self.login is None:
+            await self.push("530 5.7.0 Authentication required")
+            return False
+        if command != "MAIL" and (self.envelope is None or self.envelope.mail_from is None):
+            await self.push("503 5.5.1 Need MAIL command first")
+            return False
+        return True
+
+    def _address(self, keyword: str, arg: str | None) -> tuple[str | None, list[str]]:
+        stripped = self._strip_command_keyword(keyword, arg or "")
+        if not stripped:
+            return None, []
+        address, rest = self._getaddr(stripped)
+        return address, (rest or "").split()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not await self._transaction_ready("MAIL"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if self.envelope.mail_from is not None:
+            await self.push("503 5.5.1 Nested MAIL command")
+            return
+        address, words = self._address("FROM:", arg)
+        if address is None:
+            await self.push("501 5.5.4 Syntax: MAIL FROM:<address> [parameters]")
+            return
+        try:
+            params = parse_mail(words, self.handler.limits.max_message_size)
+        except ParamError as exc:
+            await self.push(exc.reply)
+            return
+        if not (address.isascii() or params.smtputf8):
+            await self.push("553 5.6.7 Non-ASCII sender requires SMTPUTF8")
+            return
+        self.envelope.smtp_utf8 = params.smtputf8
+        await self.push(await self.handler.handle_MAIL(self, self.session, self.envelope, address, params))
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if not await self._transaction_ready("RCPT"):
+            return
+        assert self.envelope is not None and self.session is not None
+        address, words = self._address("TO:", arg)
+        if not address or address == "<>":
+            await self.push("501 5.5.4 Syntax: RCPT TO:<address> [parameters]")
+            return
+        try:
+            params = parse_rcpt(words)
+        except ParamError as exc:
+            await self.push(exc.reply)
+            return
+        if not (address.isascii() or self.envelope.smtp_utf8):
+            await self.push("553 5.6.7 Non-ASCII recipient requires SMTPUTF8")
+            return
+        async with self.busy():
+            reply = await self.handler.handle_RCPT(self, self.session, self.envelope, address, params)
+        await self.push(reply)
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if not await self._transaction_ready("DATA"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("554 5.5.1 No valid recipients")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        limits = self.handler.limits
+        receiver = DataReceiver(limits.max_message_size, limits.max_line_length)
+        while True:
+            try:
+                chunk = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                chunk = await self._reader.read(exc.consumed)
+            except asyncio.IncompleteReadError:
+                return  # the client went away mid-message; connection_lost ends the transaction
+            self._reset_timeout()  # data arriving is not idleness (RFC 5321 section 4.5.3.2.5)
+            if receiver.feed(chunk) is not None:
+                break
+        if receiver.error is DataError.TOO_BIG:
+            reply = f"552 5.3.4 Message exceeds the limit of {limits.max_message_size} octets"
+        elif receiver.error is DataError.LINE_TOO_LONG:
+            reply = f"500 5.5.2 Line too long: at most {limits.max_line_length} characters per line (RFC 5322)"
+        else:
+            self.envelope.content = self.envelope.original_content = receiver.message
+            if receiver.bare_line_ends:
+                log.info("client=%s bare CR/LF normalised: %d", self.client, receiver.bare_line_ends)
+            async with self.busy():
+                reply = await self.handler.handle_DATA(self, self.session, self.envelope)
+        self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
+        await self.push(reply)

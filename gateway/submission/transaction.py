@@ -1,0 +1,203 @@
+"""One client transaction relayed as one upstream transaction per envelope sender.
+
+Seed 003, "Envelope-dependent recipients": a message is signed once, but a recipient with a fixed
+tag gets its own fixed sender. One SMTP transaction has one MAIL FROM, so the recipients are split
+into groups by sender, each with its own upstream connection, opened when its first recipient
+arrives. Every RCPT is sent to its group's upstream at once and the client gets that upstream's
+own reply (design invariant 6: no 250 before the next hop said 250); a group whose connection or
+MAIL FROM failed gives that failure to each of its recipients.
+
+DATA, with several groups, cannot be atomic: the upstream accepts each copy separately, and an
+accepted copy cannot be taken back. So the order is chosen to make a mixed result as rare as SMTP
+allows, and to lose nothing when it happens anyway:
+
+ 1. every group gets DATA and the whole message, except the final `.CRLF`. If any group refuses
+    DATA or fails while taking the octets, every copy is abandoned by closing its connection
+    without the final dot (RFC 5321 section 3.3: such a transaction never happened) and the client
+    gets that group's reply: nothing was accepted, the client keeps its message and may retry;
+ 2. then the groups are finished one by one. While none has accepted, a refusal abandons the rest
+    the same way and the client gets the refusal: again nothing was accepted;
+ 3. once a copy was accepted, the remaining groups are still finished, and any that refuse are
+    reported in a delivery status notification (`dsn`) handed to the upstream with the null sender,
+    addressed to that group's (signed) sender; the client gets the first accepted copy's 250,
+    because a failure reply would make it send the accepted recipients a second copy;
+ 4. if that report cannot be handed over, the client gets `451 4.3.0` naming who did receive it:
+    a duplicate for some recipients on retry is the lesser evil than a silent loss (RFC 5321
+    section 6.1), and a 5xx would make a relaying client bounce the message for every recipient,
+    including those who received it.
+
+A final reply that never comes (a timeout after our final dot) is ambiguous: the upstream may have
+queued the copy. It counts as a failure; if it was the first, the client's retry may duplicate that
+copy, which is how every SMTP client has to treat a lost final reply (RFC 1047).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .content import encode_for_data
+from .dsn import Failed, failure_report, wants_report
+from .esmtp import MailParams, ParamError, RcptParams, mail_arguments, rcpt_arguments
+from .plan import MessageSigner
+from .upstream import Reply, Upstream
+
+log = logging.getLogger("antiforgery.submission")
+
+Opener = Callable[[], Awaitable["Upstream | Reply"]]
+
+
+@dataclass
+class Group:
+    """The recipients that share one envelope sender, and their upstream transaction."""
+
+    sender: str
+    upstream: Upstream | None = None
+    failure: Reply | None = None  # why this group cannot take recipients (connection or MAIL FROM)
+    recipients: list[tuple[str, RcptParams]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    reply: Reply  # what the client is told
+    accepted: list[str]  # recipients whose copy the upstream accepted
+    reported: list[str]  # recipients refused after another copy was accepted, sent a DSN
+
+
+class Transaction:
+    def __init__(
+        self,
+        signer: MessageSigner,
+        params: MailParams,
+        open_upstream: Opener,
+        *,
+        hostname: str,
+        data_timeout: float,
+        now: Callable[[], dt.datetime],
+    ) -> None:
+        self.signer = signer
+        self.params = params
+        self.open_upstream = open_upstream
+        self.hostname = hostname
+        self.data_timeout = data_timeout
+        self.now = now
+        self.arrival = now()
+        self.groups: dict[str, Group] = {}
+
+    @property
+    def recipients(self) -> list[str]:
+        return [r for g in self.groups.values() for r, _ in g.recipients]
+
+    async def add_recipient(self, recipient: str, params: RcptParams) -> Reply:
+        sender = self.signer.sender_for(recipient)
+        group = self.groups.get(sender)
+        if group is None:
+            group = self.groups[sender] = Group(sender)
+            await self._open(group)
+        if group.failure is not None or group.upstream is None:
+            return group.failure or Reply(451, ("4.3.0 Upstream transaction not open",), local=True)
+        reply = await group.upstream.rcpt(recipient, rcpt_arguments(params, group.upstream.extensions))
+        if reply.ok:
+            group.recipients.append((recipient, params))
+        return reply
+
+    async def _open(self, group: Group) -> None:
+        opened = await self.open_upstream()
+        if isinstance(opened, Reply):
+            group.failure = opened
+            return
+        try:
+            args = mail_arguments(self.params, opened.extensions)
+        except ParamError as exc:
+            group.failure = Reply(int(exc.reply[:3]), (exc.reply[4:],), local=True)
+            await opened.close()
+            return
+        reply = await opened.mail(group.sender, args)
+        if not reply.ok:
+            group.failure = reply
+            await opened.close()
+            return
+        group.upstream = opened
+
+    async def deliver(self, message: bytes) -> Outcome:
+        """Hand the message to every group's upstream; see the module docstring for the order."""
+        live = [g for g in self.groups.values() if g.recipients and g.upstream is not None]
+        encoded = encode_for_data(message)
+        prepared = await asyncio.gather(*(g.upstream.send_data(encoded) for g in live if g.upstream))
+        refusal = next((r for r in prepared if r is not None), None)
+        if refusal is not None:
+            await self.abort()
+            return Outcome(refusal, [], [])
+        accepted: list[tuple[Group, Reply]] = []
+        refused: list[tuple[Group, Reply]] = []
+        for index, group in enumerate(live):
+            assert group.upstream is not None
+            reply = await group.upstream.finish(self.data_timeout)
+            if reply.ok:
+                accepted.append((group, reply))
+            elif not accepted:
+                await self.abort(live[index + 1 :])
+                return Outcome(reply, [], [])
+            else:
+                refused.append((group, reply))
+        await self.abort()
+        done = [r for g, _ in accepted for r, _ in g.recipients]
+        if not refused:
+            return Outcome(accepted[0][1], done, [])
+        return await self._report(message, accepted[0][1], done, refused)
+
+    async def _report(
+        self, message: bytes, first: Reply, done: list[str], refused: list[tuple[Group, Reply]]
+    ) -> Outcome:
+        """Step 3 and 4: a DSN per refused group, then 250 (or 451 if a report could not be queued)."""
+        reported: list[str] = []
+        for group, reply in refused:
+            line = str(reply).replace("\r\n", " ")
+            failed = [Failed(r, p, line) for r, p in group.recipients if wants_report(p)]
+            log.warning(
+                "split delivery: accepted for %d recipient(s), refused for %s: %s",
+                len(done), ", ".join(r for r, _ in group.recipients), line,
+            )
+            if not failed:
+                continue
+            report = failure_report(
+                hostname=self.hostname, recipient=group.sender, failed=failed, message=message,
+                envid=self.params.envid, ret=self.params.ret, arrival=self.arrival, now=self.now(),
+            )
+            sent = await self._send_report(group.sender, report)
+            if not sent.ok:
+                log.error("failure report to %s not queued: %s", group.sender, sent)
+                names = ", ".join(f"<{r}>" for r in done)
+                text = f"4.3.0 Delivered to {names} but not to the others; the failure report was not queued"
+                return Outcome(Reply(451, (text[:450],), local=True), done, reported)
+            reported += [f.recipient for f in failed]
+        return Outcome(first, done, reported)
+
+    async def _send_report(self, recipient: str, report: bytes) -> Reply:
+        opened = await self.open_upstream()
+        if isinstance(opened, Reply):
+            return opened
+        try:
+            args = []
+            if not report.isascii() and "8BITMIME" in opened.extensions:
+                args.append("BODY=8BITMIME")
+            if self.params.smtputf8 and "SMTPUTF8" in opened.extensions:
+                args.append("SMTPUTF8")
+            for step in (opened.mail("", args), opened.rcpt(recipient, [])):
+                reply = await step
+                if not reply.ok:
+                    return reply
+            refusal = await opened.send_data(encode_for_data(report))
+            return refusal or await opened.finish(self.data_timeout)
+        finally:
+            await opened.close()
+
+    async def abort(self, groups: list[Group] | None = None) -> None:
+        """Close upstream connections; a copy still in DATA is abandoned, never delivered."""
+        for group in list(self.groups.values()) if groups is None else groups:
+            if group.upstream is not None:
+                upstream, group.upstream = group.upstream, None
+                await upstream.close()

@@ -1,0 +1,192 @@
+"""The SMTP client side of the proxy: one connection to the upstream MTA per envelope sender.
+
+Before-queue relaying (design invariant 6): the proxy holds the client's session open while it
+talks to the upstream, and gives the client the upstream's own replies, so nothing is accepted
+that the next hop has not accepted. A small client of our own rather than smtplib or aiosmtplib,
+because the proxy needs three things they hide: every reply verbatim (multi-line included) as the
+client must see it, a deadline on every step that turns into a 4xx instead of an exception, and
+the message's end-of-data held back (`send_data`, then `finish`), so a message can be abandoned
+after its octets were sent (RFC 5321 section 3.3: closing without the final dot aborts the
+transaction; see `transaction`).
+
+Failures of our own making are replies too (`Reply.local`): cannot connect, `451 4.4.1` (RFC 3463
+X.4.1 "no answer from host"); a timeout or a lost connection after connecting, `451 4.4.2` ("bad
+connection"). A broken connection is closed and stays broken; nothing is retried behind the
+client's back, the client retries the whole transaction, as it would with any 4xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass
+
+#: The longest reply line we read (RFC 5321 section 4.5.3.1.5 allows 512 with CRLF) and how many lines.
+MAX_REPLY_LINE = 4096
+MAX_REPLY_LINES = 100
+_REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])(?:([ -])(.*))?", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]
+    local: bool = False  # made up by us (unreachable, timeout), not said by the upstream
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+    def __str__(self) -> str:
+        """The reply as the client gets it: every line, in multi-line form (RFC 5321 section 4.2.1)."""
+        lines = self.lines or ("",)
+        out = [f"{self.code}-{line}" for line in lines[:-1]] + [f"{self.code} {lines[-1]}".rstrip()]
+        return "\r\n".join(out)
+
+
+def unreachable(what: str) -> Reply:
+    return Reply(451, (f"4.4.1 Upstream mail server unreachable ({what}); try again later",), local=True)
+
+
+def broken(what: str) -> Reply:
+    return Reply(451, (f"4.4.2 Upstream mail server {what}; try again later",), local=True)
+
+
+class Upstream:
+    """One SMTP connection to the upstream: `open`, then MAIL, RCPT, DATA, and `close`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.timeout = timeout
+        self.extensions: dict[str, str] = {}
+        self.broken: Reply | None = None  # set once the connection can no longer be trusted
+        self.in_data = False  # between the 354 and our final dot: only closing can end it now
+
+    @classmethod
+    async def open(cls, host: str, port: int, helo: str, timeout: float) -> Upstream | Reply:
+        """Connect, read the greeting, EHLO (HELO if refused); a failure is the Reply for the client."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=MAX_REPLY_LINE), timeout
+            )
+        except TimeoutError:
+            return unreachable(f"no connection to {host}:{port} within {timeout:g}s")
+        except OSError as exc:
+            return unreachable(f"{host}:{port}: {exc.strerror or type(exc).__name__}")
+        upstream = cls(reader, writer, timeout)
+        greeting = await upstream.read_reply()
+        if greeting.code != 220:
+            await upstream.close()
+            return greeting
+        ehlo = await upstream.command(f"EHLO {helo}")
+        if ehlo.ok:
+            upstream.extensions = parse_extensions(ehlo)
+        elif ehlo.local or not (helo_reply := await upstream.command(f"HELO {helo}")).ok:
+            await upstream.close()
+            return ehlo if ehlo.local else helo_reply
+        return upstream
+
+    async def read_reply(self, timeout: float | None = None) -> Reply:
+        if self.broken is not None:
+            return self.broken
+        lines: list[str] = []
+        codes: set[int] = set()
+        try:
+            while len(lines) < MAX_REPLY_LINES:
+                raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout or self.timeout)
+                match = _REPLY_LINE.fullmatch(raw.rstrip(b"\r\n"))
+                codes.add(int(match[1]) if match else 0)
+                if match is None or len(codes) > 1:
+                    return await self._break(broken("sent a malformed reply"))
+                lines.append((match[3] or b"").decode("utf-8", "replace").strip())
+                if match[2] != b"-":
+                    return Reply(codes.pop(), tuple(lines))
+        except TimeoutError:
+            return await self._break(broken(f"did not answer within {timeout or self.timeout:g}s"))
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            return await self._break(broken("closed the connection"))
+        return await self._break(broken("sent an endless reply"))
+
+    async def command(self, line: str, timeout: float | None = None) -> Reply:
+        """Send one command line and read its reply."""
+        if "\r" in line or "\n" in line:
+            raise ValueError("a command line cannot contain CR or LF")
+        sent = await self._write(line.encode("utf-8", "surrogateescape") + b"\r\n")
+        return sent or await self.read_reply(timeout)
+
+    async def mail(self, sender: str, args: list[str]) -> Reply:
+        return await self.command(" ".join([f"MAIL FROM:<{sender}>", *args]))
+
+    async def rcpt(self, recipient: str, args: list[str]) -> Reply:
+        return await self.command(" ".join([f"RCPT TO:<{recipient}>", *args]))
+
+    async def send_data(self, encoded: bytes) -> Reply | None:
+        """DATA, and the dot-stuffed message without its final `.CRLF`; None when the upstream is ready."""
+        if not encoded.endswith(b".\r\n"):
+            raise ValueError("the message must be encoded with content.encode_for_data")
+        reply = await self.command("DATA")
+        if reply.code != 354:
+            return reply
+        self.in_data = True
+        return await self._write(encoded[:-3])
+
+    async def finish(self, timeout: float) -> Reply:
+        """Send the end-of-data; the upstream's verdict on the message (RFC 5321 section 4.1.1.4)."""
+        self.in_data = False
+        return await self._write(b".\r\n") or await self.read_reply(timeout)
+
+    async def reset(self) -> None:
+        if self.broken is None:
+            await self.command("RSET")
+
+    async def close(self) -> None:
+        """QUIT politely if the connection is sound and not in DATA (abandoning the message), then close it."""
+        if self.broken is None and not self.in_data:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.command("QUIT"), min(self.timeout, 5.0))
+        await self.abort()
+
+    async def abort(self) -> None:
+        """Close without QUIT: a transaction still in DATA is abandoned (RFC 5321 section 3.3)."""
+        if self.broken is None:
+            self.broken = broken("connection closed")
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+    async def _write(self, data: bytes) -> Reply | None:
+        if self.broken is not None:
+            return self.broken
+        try:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), self.timeout)
+        except TimeoutError:
+            return await self._break(broken(f"did not take data within {self.timeout:g}s"))
+        except OSError:
+            return await self._break(broken("closed the connection"))
+        return None
+
+    async def _break(self, reply: Reply) -> Reply:
+        self.broken = reply
+        self.writer.close()
+        return reply
+
+
+def parse_extensions(ehlo: Reply) -> dict[str, str]:
+    """EHLO keywords (upper case) and their parameters (RFC 5321 section 4.1.1.1)."""
+    extensions = {}
+    for line in ehlo.lines[1:]:
+        keyword, _, params = line.partition(" ")
+        if keyword:
+            extensions[keyword.upper()] = params
+    return extensions
