@@ -77,7 +77,7 @@ class Directory:
                 if version == self.snapshot.version:
                     return False
             now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-            fresh = await asyncio.to_thread(snapshots.load, engine, now)
+            fresh = await asyncio.to_thread(snapshots.load, engine, now, self.snapshot)
         except SQLAlchemyError as exc:
             REFRESH_FAILURES.inc()
             state = "keeping the last snapshot" if self.snapshot is not None else "deferring all requests"

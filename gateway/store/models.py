@@ -243,7 +243,12 @@ class BlacklistRow(Base):
     """A leaked signed address that must no longer verify; dropped once its tag has expired anyway."""
 
     __tablename__ = "blacklist"
-    __table_args__ = (lowercase_check("signed_address"),)
+    __table_args__ = (
+        lowercase_check("signed_address"),
+        # Verification nodes load only rows above the highest id they have seen (gateway.snapshot):
+        # an id must never come back after the newest rows were purged.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     signed_address: Mapped[str] = mapped_column(String(ADDRESS_LENGTH), unique=True)
