@@ -50,3 +50,16 @@ def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None
 def test_missing_file_says_how_to_create_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="antiforgery init"):
         config.load(tmp_path / "nope.toml")
+
+
+def test_the_example_configuration_names_every_setting_and_loads() -> None:
+    import tomllib
+    from dataclasses import fields
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "antiforgery.example.toml"
+    raw = tomllib.loads(example.read_text())
+    for section, cls in config._SECTIONS.items():
+        missing = {f.name for f in fields(cls)} - set(raw.get(section, {}))
+        assert not missing, f"deploy/antiforgery.example.toml lacks [{section}] {', '.join(sorted(missing))}"
+    loaded = config.load(example)
+    assert loaded.site.domains == ("example.ac.uk",)
