@@ -62,7 +62,7 @@ class RunningProxy:
             self.directory,
             KEYRING,
             Policy(),
-            StoreAuthenticator(store),
+            options.pop("authenticator", None) or StoreAuthenticator(store),
             upstream=("127.0.0.1", upstream_port),
             hostname=HOSTNAME,
             tls_context=server_context(cert, key),
@@ -78,8 +78,12 @@ class RunningProxy:
     def refresh(self) -> None:
         self.call(self.directory.refresh())
 
-    def connect(self, *, tls: bool = True, login: str | None = "alice", timeout: float = 30.0) -> smtplib.SMTP:
-        client = smtplib.SMTP("127.0.0.1", self.port, local_hostname="laptop.example.org", timeout=timeout)
+    def connect(
+        self, *, tls: bool = True, login: str | None = "alice", timeout: float = 30.0, source: str = "127.0.0.1"
+    ) -> smtplib.SMTP:
+        client = smtplib.SMTP(
+            "127.0.0.1", self.port, local_hostname="laptop.example.org", timeout=timeout, source_address=(source, 0)
+        )
         client.ehlo()
         if tls:
             context = ssl.create_default_context()
