@@ -21,6 +21,11 @@ from gateway.store.records import EventKind, Mode, ResolutionKind
 from gateway.tagcheck import check_address
 from signed_sender import Keyring, Policy
 
+from .routing import routing_targets
+
+#: The reason for an address that is not a protected user's but routes to one (`callout.routing`).
+ROUTING_SYNTAX = "routing_syntax"
+
 
 class Action(enum.Enum):
     ACCEPT = "accept"
@@ -47,7 +52,7 @@ class Request:
 class Decision:
     action: Action
     #: Machine-readable: `valid`, `not_protected`, a signed_sender reason, a tagcheck reason,
-    #: `malformed_bounce`, `unavailable`.
+    #: `routing_syntax`, `malformed_bounce`, `unavailable`.
     reason: str
     #: A sentence for the SMTP reply or the log, naming the address and what to do.
     text: str
@@ -116,20 +121,32 @@ def decide(request: Request, snapshot: Snapshot, rules: Rules) -> Decision:
     return _judge(address, role, request.now, snapshot, rules)
 
 
+def _protected_target(address: str, snapshot: Snapshot, rules: Rules) -> SnapshotUser | None:
+    """The protected user that routing syntax in `address` could deliver to (`callout.routing`)."""
+    for target in routing_targets(address):
+        _kind, user = _route(snapshot, target, rules.delimiters)
+        if user is not None and user.mode is not Mode.OFF:
+            return user
+    return None
+
+
 def _judge(address: str, role: Role, now: float, snapshot: Snapshot, rules: Rules) -> Decision:
     result = check_address(address, rules.keyring, now, rules.policy, snapshot)
     kind, user = _route(snapshot, result.verdict.address, rules.delimiters)
+    ok, reason = result.ok, result.reason
     if user is None or user.mode is Mode.OFF:
-        text = f"{address} is not protected" + (f" ({kind.value} alias)" if kind is not ResolutionKind.USER else "")
-        return Decision(Action.ACCEPT, "not_protected", text, checked=address, role=role)
+        user = _protected_target(address, snapshot, rules)
+        if user is None:
+            text = f"{address} is not protected" + (f" ({kind.value} alias)" if kind is not ResolutionKind.USER else "")
+            return Decision(Action.ACCEPT, "not_protected", text, checked=address, role=role)
+        ok, reason = False, ROUTING_SYNTAX
 
     text = f"{address}: valid signature"
     valid = Decision(
         Action.ACCEPT, "valid", text, checked=address, role=role, login=user.login, user_id=user.id, mode=user.mode
     )
-    if result.ok:
+    if ok:
         return valid
-    reason = result.reason
     if role is Role.SENDER:
         text = (
             f"{user.primary_address} is protected against forgery and sender {address} has no valid "

@@ -54,6 +54,10 @@ class PolicyParser:
 
 
 def format_reply(action: str) -> bytes:
-    """One `action=` line; newlines in the text would let a reason inject a second reply."""
+    """One `action=` line; newlines in the text would let a reason inject a second reply.
+
+    Octets of a request that were not UTF-8 come back as `?`, not raw: Postfix passes the text on
+    in its SMTP reply, which must stay valid UTF-8 (tests/callout/test_bad_input.py).
+    """
     clean = action.replace("\r", " ").replace("\n", " ")
-    return f"action={clean}\n\n".encode("utf-8", "surrogateescape")
+    return f"action={clean}\n\n".encode("utf-8", "replace")
