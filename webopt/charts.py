@@ -17,7 +17,7 @@ from gateway.store import EventCount
 #: Okabe-Ito colours: told apart with the common colour-vision deficiencies.
 PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#7f7f7f")
 WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 40, 8, 10, 28
+LEFT, RIGHT, TOP, BOTTOM = 40, 28, 10, 28
 
 
 @dataclass(frozen=True, slots=True)

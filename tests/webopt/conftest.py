@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from web_support import PASSWORD, Site, log_in, make_app, write_config
@@ -15,10 +16,19 @@ from gateway import passwords
 from gateway.store import Mode, Store
 from webopt.services import EXTENSION
 
+#: Argon2id at the lowest cost: a test logs in many times, and each check at the production cost
+#: takes half a second. The production parameters are tested in tests/gateway/test_passwords.py.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(passwords, "_HASHER", CHEAP_HASHER)
+
 
 @pytest.fixture(scope="session")
 def password_hash() -> str:
-    return passwords.hash_password(PASSWORD)
+    return CHEAP_HASHER.hash(PASSWORD)
 
 
 @pytest.fixture

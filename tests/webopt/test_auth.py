@@ -167,3 +167,13 @@ def test_a_session_whose_user_was_removed_from_the_store_is_ended(alice: FlaskCl
     with site.store.engine.begin() as connection:
         connection.execute(text("DELETE FROM users WHERE login = 'alice'"))
     assert alice.get("/").status_code == 302
+
+
+def test_a_password_hash_made_with_older_parameters_is_renewed_at_login(client: FlaskClient, site: Site) -> None:
+    from argon2 import PasswordHasher
+
+    old = PasswordHasher(time_cost=2, memory_cost=128, parallelism=1).hash(PASSWORD)
+    site.store.set_password_hash("alice", old)
+    assert log_in(client, "alice").status_code == 303
+    renewed = site.store.get_user("alice").password_hash
+    assert renewed is not None and renewed != old and "t=1" in renewed
