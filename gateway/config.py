@@ -178,8 +178,8 @@ class SubmissionConfig:
     auth_max_failures: int = 5
     auth_lockout_seconds: float = 900.0
     auth_failure_delay: float = 1.0
-    #: DKIM signing (RFC 6376) of submitted mail: "domain=selector:key-file", a PEM private key
-    #: (RSA or Ed25519) readable by its owner only. Mail is signed for the domain of its From: address.
+    #: DKIM signing (RFC 6376) of submitted mail: "domain=selector:key-file", an RSA private key (PEM)
+    #: readable by its owner only. Mail is signed for the domain of its From: address.
     dkim_keys: tuple[str, ...] = ()
 
     def dkim_entries(self) -> list[tuple[str, str, Path]]:

@@ -10,14 +10,14 @@ signature.
 
 The signature is made last, after our Received: header is added, and goes on top; dkimpy signs its
 recommended header list (not Received:, which later hops may reorder) with relaxed/simple
-canonicalisation, which survives the header rewrapping MTAs do. Keys are PEM files, RSA (sha256)
-or Ed25519 (RFC 8463), refused if group or others can read them: whoever holds one can sign as the
-domain.
+canonicalisation, which survives the header rewrapping MTAs do. Keys are PEM files, refused if
+group or others can read them: whoever holds one can sign as the domain. RSA only (rsa-sha256, at
+least 1024 bits, RFC 8301): every verifier must support it, while Ed25519 (RFC 8463) is meant to
+be used beside RSA, not instead, and dkimpy would need PyNaCl for it, a dependency for no gain.
 """
 
 from __future__ import annotations
 
-import base64
 import email.parser
 import email.policy
 import email.utils
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import dkim
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 log = logging.getLogger("antiforgery.submission")
 
@@ -42,11 +42,10 @@ class DkimKeyError(ValueError):
 class DkimKey:
     domain: str
     selector: str
-    private: bytes = b""  # what dkimpy takes: PKCS#1 PEM for RSA, the base64 seed for Ed25519
-    algorithm: bytes = b"rsa-sha256"
+    private: bytes = b""  # PKCS#1 PEM, as dkimpy takes it
 
     def __repr__(self) -> str:  # never show the key, not even in a traceback
-        return f"DkimKey({self.domain!r}, {self.selector!r}, {self.algorithm.decode()})"
+        return f"DkimKey({self.domain!r}, {self.selector!r})"
 
 
 def load_key(domain: str, selector: str, path: Path) -> DkimKey:
@@ -63,19 +62,14 @@ def load_key(domain: str, selector: str, path: Path) -> DkimKey:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise DkimKeyError(f"{path}: not an unencrypted PEM private key ({type(exc).__name__})") from None
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < 1024:
-            raise DkimKeyError(f"{path}: RSA key of {key.key_size} bits; RFC 8301 requires at least 1024")
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        )
-        return DkimKey(domain, selector, pem, b"rsa-sha256")
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        seed = key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        return DkimKey(domain, selector, base64.b64encode(seed), b"ed25519-sha256")
-    raise DkimKeyError(f"{path}: DKIM keys are RSA or Ed25519, not {type(key).__name__}")
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise DkimKeyError(f"{path}: DKIM keys must be RSA (rsa-sha256), not {type(key).__name__}")
+    if key.key_size < 1024:
+        raise DkimKeyError(f"{path}: RSA key of {key.key_size} bits; RFC 8301 requires at least 1024")
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    return DkimKey(domain, selector, pem)
 
 
 def header_from(message: bytes) -> str | None:
@@ -116,7 +110,7 @@ class DkimSigner:
                 key.selector.encode("ascii"),
                 key.domain.encode("ascii"),
                 key.private,
-                signature_algorithm=key.algorithm,
+                signature_algorithm=b"rsa-sha256",
                 linesep=b"\r\n",
             )
         except dkim.DKIMException as exc:
