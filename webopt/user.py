@@ -12,7 +12,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from gateway.leaks import LeakRefused, blacklist_leak
-from gateway.store import InvalidValue, Mode, NotFound
+from gateway.store import BlacklistEntry, FixedTag, InvalidValue, Mode, NotFound
 from signed_sender import SigningError, sign_fixed
 
 from .auth import login_required
@@ -87,7 +87,7 @@ def forgeries() -> str:
     )
 
 
-def _own_blacklist() -> list[object]:
+def _own_blacklist() -> list[BlacklistEntry]:
     mine = set(services().store.addresses_of(g.user.login))
     return [entry for entry in services().store.blacklist_list() if entry.base_address in mine]
 
@@ -127,11 +127,11 @@ def leak() -> Response | str | tuple[str, int]:
     return render_template("user/leak.html", form=form, entries=_own_blacklist())
 
 
-def _fixed_rows() -> list[tuple[object, str]]:
+def _fixed_rows() -> list[tuple[FixedTag, str]]:
     """Each active fixed tag of the user with the address to subscribe with (or why there is none)."""
     svc = services()
     keyring, policy = svc.keyring(), svc.policy
-    rows: list[tuple[object, str]] = []
+    rows: list[tuple[FixedTag, str]] = []
     for tag in svc.store.list_fixed_tags(g.user.login):
         try:
             rows.append((tag, sign_fixed(g.user.primary_address, tag.id, keyring, policy)))
