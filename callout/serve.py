@@ -1,4 +1,9 @@
-"""`antiforgery serve`: start the configured adapters around one verification service."""
+"""`antiforgery serve`: start the configured adapters around one verification service.
+
+With `[submission] listen` set, the submission proxy runs here too, on the same directory snapshot
+as the verification service (one `gateway.directory.Directory`, one refresh loop): a user who opts
+in is signed at submission from the same moment their unsigned address starts being refused.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import keyfile
 from gateway.config import Config, parse_listen
+from gateway.directory import Directory
 from gateway.store import Store
+from gateway.submission import proxy
+from gateway.submission.auth import authenticator_from
 
 from . import (
     authresults,
@@ -75,6 +83,10 @@ def adapters(config: Config, service: VerificationService) -> dict[str, tuple[st
         table["milter"] = (verification.milter_listen, milter)
     if verification.callout_listen:  # public: off unless configured
         table["callout"] = (verification.callout_listen, callout_responder.handler_from(config, service, forward))
+    if config.submission.listen:
+        authenticator = authenticator_from(config, service.store)
+        submission = proxy.handler_from(config, service.directory, service.rules.keyring, authenticator)
+        table["submission"] = (config.submission.listen, submission)
     return {name: (listen, session) for name, (listen, session) in table.items() if listen}
 
 
@@ -82,12 +94,14 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     keyring = keyfile.load(config.signing.key_file)
     store = await asyncio.to_thread(open_store, config.store.url)
     rules = rules_from(config, keyring)
-    service = VerificationService(store, rules, refresh_seconds=config.verification.refresh_seconds)
+    directory = Directory(store, refresh_seconds=config.verification.refresh_seconds)  # shared, see above
+    service = VerificationService(store, rules, directory=directory)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    await directory.start()
     await service.start()
     servers = []
     try:
@@ -106,4 +120,5 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         for server in servers:
             server.close()
         await service.stop()
+        await directory.stop()
         store.close()

@@ -6,18 +6,31 @@ import argparse
 import datetime as dt
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
 from .. import config, keyfile
 from ..store import Store
+from ..submission import tls
 from .context import Context, UsageError
+
+#: Where `init --self-signed-cert` puts the pair, relative to the configuration file.
+TLS_FILES = ("tls.crt", "tls.key")
 
 
 def register(commands: Any) -> None:
     init = commands.add_parser("init", help="create the configuration, the key file and the database")
     init.add_argument("--domain", action="append", default=[], help="a mail domain of this site (repeatable)")
     init.add_argument("--store-url", default="sqlite:///antiforgery.db", help="SQLAlchemy URL of the store")
+    init.add_argument(
+        "--self-signed-cert",
+        nargs="?",
+        const="",
+        metavar="HOSTNAME",
+        help="make a self-signed STARTTLS certificate for the submission proxy (tests, first start); "
+        "HOSTNAME defaults to this host's FQDN",
+    )
     init.set_defaults(handler=cmd_init)
 
     keys = commands.add_parser("keys", help="list or rotate the signing keys")
@@ -37,8 +50,9 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tls_files = TLS_FILES if args.self_signed_cert is not None else ("", "")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(config.template([d.lower() for d in args.domain], args.store_url))
+            handle.write(config.template([d.lower() for d in args.domain], args.store_url, tls_files))
         ctx.say(f"wrote configuration {path}")
         if not args.domain:
             ctx.say("note: no mail domains given; list them under [site] domains")
@@ -53,10 +67,27 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
     if not web_secret.exists():
         _write_private(web_secret, secrets.token_hex(32) + "\n")
         ctx.say(f"wrote web session secret {web_secret} (mode 0600)")
+    if args.self_signed_cert is not None:
+        _self_signed_cert(ctx, args.self_signed_cert or socket.getfqdn())
     revision = Store.upgrade(ctx.config.store.url)
     _restrict_sqlite_file(ctx.config.store.url)
     ctx.say(f"database is at schema revision {revision}")
     return 0
+
+
+def _self_signed_cert(ctx: Context, hostname: str) -> None:
+    """A certificate and key for [submission] (where configured, else tls.crt and tls.key beside the config)."""
+    submission = ctx.config.submission
+    base = ctx.config_path.parent
+    cert = Path(submission.tls_cert_file or base / TLS_FILES[0])
+    key = Path(submission.tls_key_file or base / TLS_FILES[1])
+    if cert.exists() or key.exists():
+        ctx.say(f"certificate {cert} or key {key} exists; keeping them")
+    else:
+        tls.make_self_signed(cert, key, hostname, dt.datetime.fromtimestamp(ctx.now(), dt.UTC))
+        ctx.say(f"wrote self-signed certificate {cert} for {hostname} and its key {key} (mode 0600)")
+    if not submission.tls_cert_file:
+        ctx.say(f'note: set [submission] tls_cert_file = "{cert}" and tls_key_file = "{key}" to use them')
 
 
 def _write_private(path: Path, text: str) -> None:
