@@ -44,6 +44,14 @@ from .upstream import Reply, Upstream
 log = logging.getLogger("antiforgery.submission")
 
 
+def _not_login_data_notice(record: logging.LogRecord) -> bool:
+    """aiosmtpd 1.4 warns at every successful AUTH that it set its own deprecated attribute: noise."""
+    return "login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_not_login_data_notice)
+
+
 class SubmissionHandler:
     def __init__(
         self,
@@ -181,6 +189,11 @@ class SubmissionHandler:
 
     async def handle_VRFY(self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str) -> str:
         return "252 2.5.2 Cannot VRFY; send the message and the upstream will decide"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug must cost the client a retry, never a permanent failure (design invariant 6)."""
+        log.error("submission error: %s", type(error).__name__, exc_info=error)
+        return "451 4.3.0 Internal error; try again later"
 
     # -- pieces ----------------------------------------------------------------------------
 

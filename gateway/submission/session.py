@@ -3,20 +3,18 @@
 aiosmtpd parses commands and runs STARTTLS; the policy lives in `proxy.SubmissionHandler` (STYLE,
 aiosmtpd). What aiosmtpd 1.4 does not do as a submission proxy must is done here:
 
-  - AUTH only inside TLS, or from loopback when `allow_auth_without_tls_on_loopback` says so; a
-    plaintext AUTH gets `530 5.7.0 Must issue a STARTTLS command first` (RFC 3207 section 4), and
-    EHLO lists AUTH only when it may be used (the handler's EHLO hook). AUTH is not allowed inside
-    a mail transaction (RFC 4954 section 4: 503);
-  - PLAIN and LOGIN check credentials through the asynchronous `Authenticator` and the throttle;
-    aiosmtpd's own mechanisms call a synchronous callback;
+  - AUTH only inside TLS, or from loopback if `allow_auth_without_tls_on_loopback`; else `530 5.7.0
+    Must issue a STARTTLS command first` (RFC 3207 section 4), and EHLO lists AUTH only when it may
+    be used. Not inside a mail transaction (RFC 4954 section 4: 503). PLAIN and LOGIN check through
+    the asynchronous `Authenticator` and the throttle (aiosmtpd's call a synchronous callback);
   - MAIL and RCPT keep their parameters' case and accept the DSN ones (`esmtp`);
   - DATA is read by `content.DataReceiver` (smuggling, line length); aiosmtpd's loop is not used;
   - the idle timer answers `421 4.4.2` before closing (RFC 5321 section 3.8: a server SHOULD say
     why) and is paused while the upstream is being waited for, which is not the client's idleness;
   - every command counts against `max_commands`: then `421 4.7.0` and close.
 
-Some of this reaches into aiosmtpd's protected attributes (`_smtp_methods`, `_reset_timeout`,
-`_timeout_handle`, `_tls_protocol`, `_reader`); they are stable across 1.4.x, which pyproject pins.
+This reaches into aiosmtpd's protected attributes (`_smtp_methods`, `_reset_timeout`, `_reader`,
+`_timeout_handle`, `_tls_protocol`), unchanged through the 1.4 releases; the tests cover each use.
 """
 
 from __future__ import annotations
@@ -40,14 +38,6 @@ if TYPE_CHECKING:
     from .transaction import Transaction
 
 log = logging.getLogger("antiforgery.submission")
-
-
-def _not_login_data_notice(record: logging.LogRecord) -> bool:
-    """aiosmtpd 1.4 warns on every successful AUTH that it set its own deprecated attribute; not ours to fix."""
-    return "login_data is deprecated" not in record.getMessage()
-
-
-logging.getLogger("mail.log").addFilter(_not_login_data_notice)
 
 #: RFC 5321 section 4.5.3.1.4 gives 512 octets; RFC 1870, 3461, 6531 add room for their parameters.
 COMMAND_LIMITS = {"MAIL": 512 + 26 + 10 + 110 + 14, "RCPT": 512 + 500 + 30}
@@ -136,12 +126,8 @@ class SubmissionSMTP(SMTP):
     # -- state ----------------------------------------------------------------------------
 
     @property
-    def tls(self) -> bool:
-        return self._tls_protocol is not None
-
-    @property
     def auth_allowed(self) -> bool:
-        if self.tls:
+        if self._tls_protocol is not None:
             return True
         if not self.handler.allow_auth_without_tls_on_loopback:
             return False
@@ -237,20 +223,17 @@ class SubmissionSMTP(SMTP):
         if not await self._transaction_ready("MAIL"):
             return
         assert self.envelope is not None and self.session is not None
-        if self.envelope.mail_from is not None:
-            await self.push("503 5.5.1 Nested MAIL command")
-            return
         address, words = self._address("FROM:", arg)
-        if address is None:
-            await self.push("501 5.5.4 Syntax: MAIL FROM:<address> [parameters]")
-            return
         try:
+            if self.envelope.mail_from is not None:
+                raise ParamError("503 5.5.1 Nested MAIL command")
+            if address is None:
+                raise ParamError("501 5.5.4 Syntax: MAIL FROM:<address> [parameters]")
             params = parse_mail(words, self.handler.limits.max_message_size)
+            if not (address.isascii() or params.smtputf8):
+                raise ParamError("553 5.6.7 Non-ASCII sender requires SMTPUTF8")
         except ParamError as exc:
             await self.push(exc.reply)
-            return
-        if not (address.isascii() or params.smtputf8):
-            await self.push("553 5.6.7 Non-ASCII sender requires SMTPUTF8")
             return
         self.envelope.smtp_utf8 = params.smtputf8
         await self.push(await self.handler.handle_MAIL(self, self.session, self.envelope, address, params))
@@ -260,16 +243,14 @@ class SubmissionSMTP(SMTP):
             return
         assert self.envelope is not None and self.session is not None
         address, words = self._address("TO:", arg)
-        if not address or address == "<>":
-            await self.push("501 5.5.4 Syntax: RCPT TO:<address> [parameters]")
-            return
         try:
+            if not address or address == "<>":
+                raise ParamError("501 5.5.4 Syntax: RCPT TO:<address> [parameters]")
             params = parse_rcpt(words)
+            if not (address.isascii() or self.envelope.smtp_utf8):
+                raise ParamError("553 5.6.7 Non-ASCII recipient requires SMTPUTF8")
         except ParamError as exc:
             await self.push(exc.reply)
-            return
-        if not (address.isascii() or self.envelope.smtp_utf8):
-            await self.push("553 5.6.7 Non-ASCII recipient requires SMTPUTF8")
             return
         async with self.busy():
             reply = await self.handler.handle_RCPT(self, self.session, self.envelope, address, params)
@@ -298,10 +279,12 @@ class SubmissionSMTP(SMTP):
             self._reset_timeout()  # data arriving is not idleness (RFC 5321 section 4.5.3.2.5)
             if receiver.feed(chunk) is not None:
                 break
-        if receiver.error is DataError.TOO_BIG:
-            reply = f"552 5.3.4 Message exceeds the limit of {limits.max_message_size} octets"
-        elif receiver.error is DataError.LINE_TOO_LONG:
-            reply = f"500 5.5.2 Line too long: at most {limits.max_line_length} characters per line (RFC 5322)"
+        refusals = {
+            DataError.TOO_BIG: f"552 5.3.4 Message exceeds the limit of {limits.max_message_size} octets",
+            DataError.LINE_TOO_LONG: f"500 5.5.2 Line too long: at most {limits.max_line_length} characters per line",
+        }
+        if receiver.error is not None:
+            reply = refusals[receiver.error]
         else:
             self.envelope.content = self.envelope.original_content = receiver.message
             if receiver.bare_line_ends:
