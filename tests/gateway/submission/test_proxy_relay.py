@@ -227,3 +227,45 @@ def test_split_delivery_refused_first_abandons_every_copy(
     assert code == 554 and text.endswith(b"List closed")
     assert "lost connection after DATA" in settle(upstream, 2)  # the other copy, abandoned before its dot
     assert smtp_sink.messages(0) == []
+
+
+def test_split_delivery_refused_at_the_data_command_sends_no_copy(
+    sqlite_store: Store, postfix: Any, smtp_sink: Any, mail_dir: Path, start_proxy: StartProxy
+) -> None:
+    """The normal copy is ready (354, octets sent), the fixed one refuses DATA: both abandoned, nothing sent."""
+    add_users(sqlite_store)
+    table = reject_map(mail_dir, "senders", "/^alice=f/ 450 4.7.1 Lists paused\n")
+    upstream = postfix(main_cf=f"smtpd_data_restrictions = check_sender_access {table}\n")
+    proxy = start_proxy(sqlite_store, upstream.port)
+    with proxy.connect() as client:
+        client.mail("alice@example.ac.uk")
+        client.rcpt("bob@other.org")
+        client.rcpt("list@lists.example.org")
+        code, text = client.data(MESSAGE.encode())
+    assert code == 450 and text.endswith(b"Lists paused")
+    settle(upstream, 2)
+    assert smtp_sink.messages(0) == []
+
+
+def test_split_delivery_whose_report_cannot_be_queued_is_a_451_naming_who_got_it(
+    sqlite_store: Store, postfix: Any, smtp_sink: Any, mail_dir: Path, start_proxy: StartProxy
+) -> None:
+    """Accepted for bob, refused for the list, and the upstream refuses our null-sender report: 451, not 250."""
+    add_users(sqlite_store)
+    senders = reject_map(mail_dir, "senders", "/^alice=f/ 554 5.7.1 List closed\n")
+    bounces = reject_map(mail_dir, "bounces", "/^<>$/ 451 4.3.0 No bounces now\n")
+    upstream = postfix(
+        main_cf=f"smtpd_end_of_data_restrictions = check_sender_access {senders}\n"
+        f"smtpd_sender_restrictions = check_sender_access {bounces}\n"
+        "smtpd_null_access_lookup_key = <>\n"
+    )
+    proxy = start_proxy(sqlite_store, upstream.port)
+    with proxy.connect() as client:
+        client.mail("alice@example.ac.uk")
+        client.rcpt("bob@other.org")
+        client.rcpt("list@lists.example.org")
+        code, text = client.data(MESSAGE.encode())
+    assert code == 451
+    assert text == b"4.3.0 Delivered to <bob@other.org> but not to the others; the failure report was not queued"
+    [delivered] = smtp_sink.messages(1)
+    assert envelope(delivered)[1][0].startswith("<bob@other.org>")
