@@ -13,10 +13,9 @@ costs one full reload.
 from __future__ import annotations
 
 import datetime as dt
-from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -32,10 +31,11 @@ from .store.models import (
 )
 from .store.records import Mode, ResolutionKind
 from .store.resolve import Route, Target, follow
-from .tagset import EMPTY, TagHashes, tag_hash
+from .tagset import EMPTY, TagHashes
 
-#: Rows fetched per round trip while streaming the blacklist.
-BLACKLIST_BATCH = 100_000
+#: Rows fetched per round trip while streaming the large tables.
+STREAM_BATCH = 100_000
+_MODES = {mode.value: mode for mode in Mode}
 
 
 class Blacklist(Protocol):
@@ -46,8 +46,9 @@ class Blacklist(Protocol):
     def __len__(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotUser:
+class SnapshotUser(NamedTuple):
+    """A named tuple, not a frozen dataclass: a million of them are made at each load, 5x faster."""
+
     id: int
     login: str
     primary_address: str
@@ -109,6 +110,33 @@ def current_version(engine: Engine) -> int:
         return int(connection.scalar(select(StoreMetaRow.version).where(StoreMetaRow.id == 1)) or 0)
 
 
+def _stream(connection: Connection, sql: str) -> Iterator[list[Any]]:
+    """Rows of a constant query in batches, straight from the driver, in the load's transaction.
+
+    Issue 7: SQLAlchemy's result rows cost about 4 us each, 45 s for 10 M blacklist rows; the
+    driver's own tuples cost a quarter of that. PostgreSQL gets a server-side cursor, so that the
+    rows arrive batch by batch instead of all at once.
+    """
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    postgresql = connection.dialect.name == "postgresql"
+    cursor = driver.cursor(name="antiforgery_snapshot") if postgresql else driver.cursor()
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(STREAM_BATCH):
+            yield rows
+    finally:
+        cursor.close()
+
+
+def _time_literal(connection: Connection, moment: dt.datetime) -> str:
+    """A UTC time as a SQL literal compared correctly with `UTCDateTime` columns (it has no quotes to escape)."""
+    moment = moment.astimezone(dt.UTC)
+    if connection.dialect.name == "sqlite":  # naive UTC text, SQLAlchemy's storage format
+        return "'" + moment.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+    return "'" + moment.isoformat() + "'"
+
+
 def _load_blacklist(connection: Connection, now: dt.datetime, previous: Blacklist | None) -> TagHashes:
     """The unexpired blacklist: the previous one plus the rows added since, or all of it.
 
@@ -124,15 +152,19 @@ def _load_blacklist(connection: Connection, now: dt.datetime, previous: Blacklis
         newer = BlacklistRow.id > previous.high_water
         added = connection.scalar(select(func.count()).where(newer)) or 0
         if rows - added == previous.rows:
-            forms = connection.scalars(select(BlacklistRow.signed_address).where(newer, live))
-            return previous.with_added(forms, high_water, rows)
-    hashes: array[int] = array("q")
-    streamed = connection.execution_options(yield_per=BLACKLIST_BATCH).execute(
-        select(BlacklistRow.signed_address).where(live)
-    )
-    for batch in streamed.scalars().partitions():
-        hashes.extend(map(tag_hash, batch))
-    return TagHashes.from_hashes(hashes, high_water, rows)
+            added_forms = connection.scalars(select(BlacklistRow.signed_address).where(newer, live))
+            return previous.with_added(added_forms, high_water, rows)
+    table = BlacklistRow.__tablename__
+    sql = f"SELECT signed_address FROM {table} WHERE expires_at > {_time_literal(connection, now)}"
+    forms = (row[0] for batch in _stream(connection, sql) for row in batch)
+    return TagHashes.build(forms, size_hint=rows, high_water=high_water, rows=rows)
+
+
+def _load_users(connection: Connection) -> dict[int, SnapshotUser]:
+    users: dict[int, SnapshotUser] = {}
+    for batch in _stream(connection, f"SELECT id, login, primary_address, mode FROM {UserRow.__tablename__}"):
+        users.update((row[0], SnapshotUser(row[0], row[1], row[2], _MODES[row[3]])) for row in batch)
+    return users
 
 
 def load(engine: Engine, now: dt.datetime, previous: Snapshot | None = None) -> Snapshot:
@@ -145,10 +177,7 @@ def load(engine: Engine, now: dt.datetime, previous: Snapshot | None = None) -> 
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
             version = int(connection.scalar(select(StoreMetaRow.version).where(StoreMetaRow.id == 1)) or 0)
-            users = {
-                row.id: SnapshotUser(row.id, row.login, row.primary_address, Mode(row.mode))
-                for row in connection.execute(select(UserRow.id, UserRow.login, UserRow.primary_address, UserRow.mode))
-            }
+            users = _load_users(connection)
             owners = {user.primary_address: user.id for user in users.values()}
             # A Result has keys(), so dict.update() would treat it as a mapping: iterate explicitly.
             owners.update(
