@@ -17,7 +17,7 @@ from prometheus_client import Counter, Histogram
 
 from gateway.directory import Directory, cancel_all
 from gateway.snapshot import Snapshot
-from gateway.store import Store
+from gateway.store import NewEvent, Store
 
 from .decision import Decision, Request, Rules, decide, unavailable
 
@@ -33,6 +33,8 @@ LATENCY = Histogram(
 EVENTS_DROPPED = Counter("antiforgery_events_dropped", "Events not recorded (queue full or store down)")
 
 EVENT_QUEUE_LIMIT = 10_000
+#: Events written in one transaction: one per event cost 0.8 ms of CPU each (issue 7).
+EVENT_BATCH = 500
 
 
 class VerificationService:
@@ -131,27 +133,38 @@ class VerificationService:
     async def _event_writer(self) -> None:
         assert self._events is not None
         while True:
-            item = await self._events.get()
-            await self._record(*item)
+            batch = [await self._events.get()]
+            while len(batch) < EVENT_BATCH and not self._events.empty():
+                batch.append(self._events.get_nowait())
+            await self._record(batch)
 
     async def _drain_events(self) -> None:
         assert self._events is not None
         while not self._events.empty():
-            await self._record(*self._events.get_nowait())
+            batch: list[tuple[Decision, Request, str]] = []
+            while len(batch) < EVENT_BATCH and not self._events.empty():
+                batch.append(self._events.get_nowait())
+            await self._record(batch)
 
-    async def _record(self, decision: Decision, request: Request, adapter: str) -> None:
-        assert decision.event is not None
-        try:
-            await asyncio.to_thread(
-                self.store.record_event,
-                decision.event,
-                decision.reason,
-                decision.checked or "",
+    async def _record(self, batch: list[tuple[Decision, Request, str]]) -> None:
+        events = [
+            NewEvent(
+                at=dt.datetime.fromtimestamp(request.now, dt.UTC),
+                kind=decision.event,
+                address=decision.checked or "",
+                reason=decision.reason,
                 user_id=decision.user_id,
                 client=request.client_address,
                 detail=f"{adapter}: sender=<{request.sender}> recipient=<{request.recipient}>",
-                at=dt.datetime.fromtimestamp(request.now, dt.UTC),
             )
+            for decision, request, adapter in batch
+            if decision.event is not None
+        ]
+        try:
+            recorded = await asyncio.to_thread(self.store.record_events, events)
         except Exception as exc:  # statistics must never block or break mail
-            EVENTS_DROPPED.inc()
-            log.warning("event not recorded (%s)", exc)
+            EVENTS_DROPPED.inc(len(events))
+            log.warning("%d events not recorded (%s)", len(events), exc)
+            return
+        if recorded < len(events):
+            EVENTS_DROPPED.inc(len(events) - recorded)

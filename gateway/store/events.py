@@ -8,8 +8,9 @@ What arrived on the wire may be anything: too long addresses and client names ar
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -17,7 +18,7 @@ from . import convert
 from .base import StoreBase
 from .errors import InvalidValue
 from .models import EVENT_ADDRESS_LENGTH, EVENT_CLIENT_LENGTH, EVENT_REASON_LENGTH, EventRow
-from .records import Event, EventCount, EventKind
+from .records import Event, EventCount, EventKind, NewEvent
 
 DEFAULT_EVENT_LIMIT = 100
 
@@ -57,6 +58,41 @@ class EventsMixin(StoreBase):
                 return convert.event(row)
         except IntegrityError:
             raise InvalidValue(f"cannot record an event for user id {user_id}: no such user") from None
+
+    def record_events(self, events: Sequence[NewEvent]) -> int:
+        """Record many events in one transaction; returns how many were recorded.
+
+        A busy verification node records its events in batches (issue 7: one transaction per event
+        cost 0.8 ms of CPU). An event for a user deleted meanwhile is dropped, not the batch.
+        """
+        rows = [
+            {
+                "at": convert.aware(event.at, "at"),
+                "kind": EventKind(event.kind),
+                "address": convert.clip(event.address, EVENT_ADDRESS_LENGTH),
+                "user_id": event.user_id,
+                "reason": event.reason[:EVENT_REASON_LENGTH] or "-",
+                "client": convert.clip(event.client, EVENT_CLIENT_LENGTH) if event.client is not None else None,
+                "detail": event.detail,
+            }
+            for event in events
+        ]
+        if not rows:
+            return 0
+        try:
+            with self._reads.begin() as session:
+                session.execute(insert(EventRow), rows)
+            return len(rows)
+        except IntegrityError:
+            recorded = 0
+            for row in rows:
+                try:
+                    with self._reads.begin() as session:
+                        session.execute(insert(EventRow), [row])
+                    recorded += 1
+                except IntegrityError:
+                    continue
+            return recorded
 
     def list_events(
         self, user: str | None = None, since: dt.datetime | None = None, limit: int = DEFAULT_EVENT_LIMIT

@@ -109,6 +109,19 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to record (`Store.record_events`): an `Event` before the store gave it an id."""
+
+    at: dt.datetime
+    kind: EventKind
+    address: str
+    reason: str
+    user_id: int | None = None
+    client: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EventCount:
     """How many events of one kind and reason happened on one UTC day (for the statistics pages)."""
 
