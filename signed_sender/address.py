@@ -8,6 +8,7 @@ certainty is an address we must not sign or vouch for.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import MalformedAddress
@@ -19,6 +20,13 @@ MAX_ADDRESS_OCTETS = 254
 
 # RFC 5322 section 3.2.3 atext, without the dot which separates atoms.
 _ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
+# The same rules as regular expressions, for the ASCII addresses nearly every request carries: a
+# character-by-character check in Python cost a third of a verification (issue 7).
+_ASCII_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?:\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*")
+_ASCII_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ASCII_DOMAIN = re.compile(rf"{_ASCII_LABEL}(?:\.{_ASCII_LABEL})*")
+# str.isspace() and re's \s agree: both are Unicode white space.
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x1f\x7f]|\s")
 
 
 def _is_atom_char(ch: str) -> bool:
@@ -30,6 +38,8 @@ def is_dot_atom(text: str) -> bool:
     """True if `text` is an RFC 5322 dot-atom (no leading, trailing or doubled dots)."""
     if not text:
         return False
+    if text.isascii():
+        return _ASCII_DOT_ATOM.fullmatch(text) is not None
     return all(atom and all(_is_atom_char(ch) for ch in atom) for atom in text.split("."))
 
 
@@ -37,6 +47,8 @@ def is_domain(text: str) -> bool:
     """RFC 5321 section 4.1.2 Domain (letters, digits, hyphens per label), or a UTF-8 U-label."""
     if not text or len(text) > 253:
         return False
+    if text.isascii():
+        return _ASCII_DOMAIN.fullmatch(text) is not None
     for label in text.split("."):
         if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
             return False
@@ -83,7 +95,7 @@ def parse_mailbox(address: str) -> Mailbox:
     """Split an address at its one `@`, refusing anything we would not issue ourselves."""
     if not isinstance(address, str) or not address:
         raise MalformedAddress("empty address")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or ch.isspace() for ch in address):
+    if _CONTROL_OR_SPACE.search(address):
         raise MalformedAddress("address contains white space or control characters")
     if address.startswith("@") and ":" in address:
         raise MalformedAddress("source routes (@host:user@domain) are not accepted")

@@ -107,3 +107,29 @@ def test_an_address_too_long_once_signed_is_refused_not_emitted() -> None:
             except SignedTooLong:
                 continue
             raise AssertionError(f"{address} was signed although the result is too long")
+
+
+def _reference_dot_atom(text: str) -> bool:
+    """The character-by-character rule the regular expressions in signed_sender.address replaced."""
+    from signed_sender.address import _is_atom_char
+
+    return bool(text) and all(atom and all(_is_atom_char(ch) for ch in atom) for atom in text.split("."))
+
+
+def _reference_domain(text: str) -> bool:
+    if not text or len(text) > 253:
+        return False
+    return all(
+        label and len(label) <= 63 and "-" not in (label[0], label[-1]) and all(c.isalnum() or c == "-" for c in label)
+        for label in text.split(".")
+    )
+
+
+@settings(max_examples=500, deadline=500)
+@given(st.one_of(anything, st.text(alphabet="abc.-_!=9\n ", max_size=80), st.text(alphabet="a.-", min_size=60)))
+def test_the_fast_syntax_checks_agree_with_the_character_rules(text: str) -> None:
+    from signed_sender.address import _CONTROL_OR_SPACE, is_domain, is_dot_atom
+
+    assert is_dot_atom(text) == _reference_dot_atom(text)
+    assert is_domain(text) == _reference_domain(text)
+    assert bool(_CONTROL_OR_SPACE.search(text)) == any(ord(c) < 0x20 or ord(c) == 0x7F or c.isspace() for c in text)

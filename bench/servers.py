@@ -1,0 +1,215 @@
+"""The servers under test, each a private process on loopback ports, stopped when the block ends.
+
+Our verification service runs as `antiforgery serve` from a generated configuration, as it is
+deployed; postsrsd and postgrey run from their Debian packages with private state directories
+(their system services are never started: scripts/setup-system stops them after installing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .client import wait_for_port
+from .store import DOMAIN, BenchStore
+
+ROOT = Path(__file__).resolve().parent.parent
+ANTIFORGERY = ROOT / ".venv" / "bin" / "antiforgery"
+#: The line `gateway.directory` logs when a snapshot is serving.
+READY = "snapshot version"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    ports: dict[str, int]
+    workdir: Path
+    #: Seconds from start until the server answered (for ours: until the snapshot was loaded).
+    ready_seconds: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        path = self.workdir / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@contextlib.contextmanager
+def _workdir(prefix: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)  # postgrey drops to its own user and must reach its db directory
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _config(store: BenchStore, ports: dict[str, int]) -> str:
+    return f"""[site]
+domains = ["{DOMAIN}"]
+authserv_id = "bench.{DOMAIN}"
+
+[store]
+url = "{store.url}"
+
+[signing]
+key_file = "{store.key_file}"
+
+[verification]
+policy_listen = "127.0.0.1:{ports["policy"]}"
+socketmap_listen = "127.0.0.1:{ports["socketmap"]}"
+callout_listen = "127.0.0.1:{ports["callout"]}"
+readsocket_listen = ""
+http_listen = ""
+milter_listen = ""
+metrics_listen = ""
+callout_hostname = "bench.{DOMAIN}"
+# Raised for the benchmark: one client sends every callout.
+callout_rate = 1000000.0
+callout_burst = 1000000
+callout_max_recipients = 100000000
+callout_max_sessions = 100
+callout_session_seconds = 86400.0
+"""
+
+
+@contextlib.contextmanager
+def antiforgery(store: BenchStore, log_level: str = "info", timeout: float = 900.0) -> Iterator[Server]:
+    """`antiforgery serve` on the bench store; ready once its first snapshot is loaded."""
+    with _workdir("antiforgery-bench-") as workdir:
+        ports = {name: free_port() for name in ("policy", "socketmap", "callout")}
+        config = workdir / "antiforgery.toml"
+        config.write_text(_config(store, ports))
+        config.chmod(0o600)
+        log = (workdir / "server.log").open("wb")
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [str(ANTIFORGERY), "--config", str(config), "serve", "--log-level", log_level],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        server = Server("antiforgery", process, ports, workdir)
+        try:
+            # The adapters listen only once the snapshot is loaded (service.start() comes first).
+            deadline = started + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"antiforgery serve exited {process.returncode}:\n{server.log()[-3000:]}")
+                try:
+                    socket.create_connection(("127.0.0.1", ports["policy"]), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"antiforgery serve did not listen in {timeout} s") from None
+                    time.sleep(0.05)
+            server.ready_seconds = time.monotonic() - started
+            for port in ports.values():
+                wait_for_port(port, 30)
+            yield server
+        finally:
+            _stop(process)
+            log.close()
+
+
+@contextlib.contextmanager
+def postsrsd(domain: str = "srs.example.net") -> Iterator[Server]:
+    """postsrsd 1.x (Debian 12: 1.10) in the foreground: forward and reverse tcp_table ports."""
+    binary = shutil.which("postsrsd") or "/usr/sbin/postsrsd"
+    with _workdir("postsrsd-bench-") as workdir:
+        secret = workdir / "secret"
+        secret.write_text(secrets.token_urlsafe(32) + "\n")
+        secret.chmod(0o600)
+        ports = {"forward": free_port(), "reverse": free_port()}
+        log = (workdir / "server.log").open("wb")
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [
+                binary,
+                f"-s{secret}",
+                f"-d{domain}",
+                "-l127.0.0.1",
+                "-4",
+                f"-f{ports['forward']}",
+                f"-r{ports['reverse']}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        server = Server("postsrsd", process, ports, workdir)
+        try:
+            wait_for_port(ports["forward"], 30)
+            server.ready_seconds = time.monotonic() - started
+            yield server
+        finally:
+            _stop(process)
+            log.close()
+
+
+@contextlib.contextmanager
+def postgrey() -> Iterator[Server]:
+    """postgrey (Debian 12: 1.37) in the foreground on a loopback port, with its own db directory."""
+    binary = shutil.which("postgrey") or "/usr/sbin/postgrey"
+    with _workdir("postgrey-bench-") as workdir:
+        dbdir = workdir / "db"
+        dbdir.mkdir()
+        shutil.chown(dbdir, "postgrey", "postgrey")
+        port = free_port()
+        log = (workdir / "server.log").open("wb")
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [binary, f"--inet=127.0.0.1:{port}", f"--dbdir={dbdir}", "--delay=60"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+        )
+        server = Server("postgrey", process, {"policy": port}, workdir)
+        try:
+            wait_for_port(port, 60)
+            server.ready_seconds = time.monotonic() - started
+            yield server
+        finally:
+            _stop(process)
+            log.close()
+
+
+@contextlib.contextmanager
+def echo(kind: str) -> Iterator[Server]:
+    """bench/echo.py: the cost of an adapter that decides nothing ("streams" or "protocol")."""
+    with _workdir("echo-bench-") as workdir:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "bench.echo", kind, str(port)], cwd=ROOT)
+        server = Server(f"echo ({kind})", process, {"echo": port}, workdir)
+        try:
+            wait_for_port(port, 30)
+            yield server
+        finally:
+            _stop(process)
