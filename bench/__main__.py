@@ -23,7 +23,7 @@ from . import report, servers, smtp_client, workload
 from .client import POLICY, SOCKETMAP_SIGN, TCP_TABLE, Connection, Protocol, Run, drive
 from .measure import Result, measure
 from .procstat import rss_bytes
-from .store import bench_store
+from .store import bench_store, clear_events
 
 MiB = 2**20
 
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"machine: {machine}")
     store = bench_store(args.users, args.blacklisted, say)
     say(f"store: {store.path.name}" + (f" (built in {store.build_seconds:.0f} s)" if store.build_seconds else ""))
+    clear_events(store)
     load = workload.build(store)
     n, seconds = args.requests, args.seconds
     results: dict[str, Result] = {}

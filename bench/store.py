@@ -190,3 +190,11 @@ def add_leaked(store: BenchStore, indices: list[int], now: float, policy: Policy
             )
     engine.dispose()
     return signed
+
+
+def clear_events(store: BenchStore) -> None:
+    """Forget the events earlier runs recorded (refusals of benchmark requests), so the file stays small."""
+    engine = create_engine(store.url)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM events"))
+    engine.dispose()
