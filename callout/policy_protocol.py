@@ -26,31 +26,33 @@ class PolicyParser:
     _current: dict[str, str] = field(default_factory=dict)
 
     def feed(self, data: bytes) -> list[dict[str, str]]:
+        """Requests completed by `data`. Complete lines are split off in one pass (issue 7: trimming
+        the buffer line by line was a fifth of a policy request's CPU)."""
         self._buffer += data
         requests: list[dict[str, str]] = []
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                # +1: the CR of a line of MAX_LINE octets may arrive before its LF (found by fuzzing).
-                if len(self._buffer) > MAX_LINE + 1:
+        if b"\n" in data:
+            lines = self._buffer.split(b"\n")
+            self._buffer = bytearray(lines.pop())  # the incomplete last line, if any
+            for raw in lines:
+                line = raw.rstrip(b"\r")
+                if len(line) > MAX_LINE:
                     raise PolicyProtocolError("policy request line too long")
-                return requests
-            line = bytes(self._buffer[:end]).rstrip(b"\r")
-            del self._buffer[: end + 1]
-            if len(line) > MAX_LINE:
-                raise PolicyProtocolError("policy request line too long")
-            if not line:
-                if self._current:
-                    requests.append(self._current)
-                    self._current = {}
-                continue
-            name, sep, value = line.partition(b"=")
-            if not sep or not name:
-                raise PolicyProtocolError("policy request line is not name=value")
-            if len(self._current) >= MAX_ATTRIBUTES:
-                raise PolicyProtocolError("too many attributes in one policy request")
-            # Postfix xtext-encodes nothing here; values are bytes from SMTP, possibly UTF-8.
-            self._current[name.decode("ascii", "replace")] = value.decode("utf-8", "surrogateescape")
+                if not line:
+                    if self._current:
+                        requests.append(self._current)
+                        self._current = {}
+                    continue
+                name, sep, value = line.partition(b"=")
+                if not sep or not name:
+                    raise PolicyProtocolError("policy request line is not name=value")
+                if len(self._current) >= MAX_ATTRIBUTES:
+                    raise PolicyProtocolError("too many attributes in one policy request")
+                # Postfix xtext-encodes nothing here; values are bytes from SMTP, possibly UTF-8.
+                self._current[name.decode("ascii", "replace")] = value.decode("utf-8", "surrogateescape")
+        # +1: the CR of a line of MAX_LINE octets may arrive before its LF (found by fuzzing).
+        if len(self._buffer) > MAX_LINE + 1:
+            raise PolicyProtocolError("policy request line too long")
+        return requests
 
 
 def format_reply(action: str) -> bytes:
