@@ -16,6 +16,7 @@ again, and one whose signed local part would exceed 64 octets is left alone and 
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from .service import VerificationService
 log = logging.getLogger("antiforgery.sign")
 
 SIGNINGS = Counter("antiforgery_signings", "Answers to MTA signing requests", ["adapter", "outcome"])
+_signings = functools.cache(SIGNINGS.labels)  # labels() locks and builds a key on every call
 
 
 class Outcome(enum.Enum):
@@ -57,7 +59,7 @@ def is_whole_address(text: str) -> bool:
 def sign_sender(service: VerificationService, address: str, adapter: str) -> Signing:
     address = address.strip()
     outcome, result = _sign(service, address)
-    SIGNINGS.labels(adapter, outcome.value).inc()
+    _signings(adapter, outcome.value).inc()
     return Signing(outcome, result)
 
 
