@@ -10,8 +10,9 @@ Pure: the caller passes the time (STYLE principle 2), so the tests need no sleep
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
+
+from gateway.clients import client_key
 
 #: Buckets kept at most; past that, full buckets (which a fresh one would equal) are dropped first.
 MAX_CLIENTS = 10_000
@@ -36,22 +37,6 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
-
-
-def client_key(address: str) -> str:
-    """The unit a limit applies to: an IPv4 address, or an IPv6 /64 (one host is given a whole /64).
-
-    An IPv4-mapped IPv6 address counts as the IPv4 address it maps.
-    """
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 class ClientLimits:

@@ -9,26 +9,21 @@ The clock is passed in, so tests need no sleep (STYLE principle 2).
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.clients import client_key as network_key
+
 #: Keys remembered at most; the oldest are forgotten first, so a flood cannot exhaust memory.
 MAX_TRACKED = 10_000
 
 
 def client_key(remote_addr: str | None) -> str:
-    """An IPv4 address as it is, an IPv6 address as its /64 (one customer's network)."""
-    try:
-        ip = ipaddress.ip_address(remote_addr or "")
-    except ValueError:
-        return f"client:{remote_addr or 'unknown'}"
-    if ip.version == 6:
-        return f"client:{ipaddress.ip_network(f'{ip}/64', strict=False)}"
-    return f"client:{ip}"
+    """The client's throttle key (gateway.clients: IPv4 address or IPv6 /64), apart from login keys."""
+    return f"client:{network_key(remote_addr or 'unknown')}"
 
 
 def login_key(login: str) -> str:

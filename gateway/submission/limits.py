@@ -18,9 +18,9 @@ Pure: the caller passes the time (STYLE principle 2), so the tests need no sleep
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from ..clients import client_key
 from ..config import SubmissionConfig
 
 #: Clients whose failures are remembered at most; beyond that the least recently failing are forgotten.
@@ -52,19 +52,6 @@ class Limits:
             auth_lockout_seconds=config.auth_lockout_seconds,
             auth_failure_delay=config.auth_failure_delay,
         )
-
-
-def client_key(address: str) -> str:
-    """What a throttle counts: an IPv4 address, or an IPv6 /64 (one host is usually given a whole /64)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 @dataclass(slots=True)
