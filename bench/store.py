@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench"
 DOMAIN = "example.ac.uk"
 BATCH = 50_000
+#: Bumped when the generated rows change, so that an older cached store is not reused.
+GENERATION = 2
 #: SQLAlchemy's text format for DateTime on SQLite (naive UTC, see gateway.store.models.UTCDateTime).
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
@@ -87,9 +89,24 @@ def mode(i: int) -> str:
 
 
 def _fake_tag(i: int) -> str:
-    """`s` `a` and 14 base32 characters: the shape of a timed tag of key 0, unique per i."""
-    digits = "".join(_B32[(i >> (5 * k)) & 31] for k in range(14))
+    """`s` `a` and 14 base32 characters: the shape of a timed tag of key 0; ascending with i."""
+    digits = "".join(_B32[(i >> (5 * k)) & 31] for k in reversed(range(14)))
     return "sa" + digits
+
+
+def _leaks_in_index_order(users: int, blacklisted: int) -> Iterator[tuple[int, str]]:
+    """(owner, signed address) for every leak, in the order of the unique index on signed_address.
+
+    Rows that arrive in index order append to the B-tree instead of landing at random pages:
+    the build takes a fraction of the time. Owners are visited in the order of `u<n>=` as text.
+    """
+    per_owner, extra = divmod(blacklisted, users)
+    owners = sorted(range(users), key=lambda n: f"u{n}=")
+    serial = 0
+    for owner in owners:
+        for _ in range(per_owner + (1 if owner < extra else 0)):
+            yield owner, f"u{owner}={_fake_tag(serial)}@{DOMAIN}"
+            serial += 1
 
 
 Row = dict[str, object]
@@ -126,19 +143,22 @@ def _build(path: Path, users: int, blacklisted: int) -> None:
         for rows in _batches(users, user):
             connection.execute(insert(users_table), rows)
 
-        def leak(i: int) -> Row:
-            owner = i % users
-            return {
-                "id": i + 1,
-                "signed_address": f"u{owner}={_fake_tag(i)}@{DOMAIN}",
-                "base_address": address(owner),
-                "reason": "",
-                "added_at": created,
-                "expires_at": expires,
-            }
-
-        for rows in _batches(blacklisted, leak):
-            connection.execute(insert(blacklist_table), rows)
+        batch: list[Row] = []
+        for owner, signed in _leaks_in_index_order(users, blacklisted):
+            batch.append(
+                {
+                    "signed_address": signed,
+                    "base_address": address(owner),
+                    "reason": "",
+                    "added_at": created,
+                    "expires_at": expires,
+                }
+            )
+            if len(batch) == BATCH:
+                connection.execute(insert(blacklist_table), batch)
+                batch = []
+        if batch:
+            connection.execute(insert(blacklist_table), batch)
         connection.execute(text("UPDATE store_meta SET version = version + 1 WHERE id = 1"))
     with engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA journal_mode = WAL")
@@ -149,7 +169,7 @@ def bench_store(users: int, blacklisted: int, say: Callable[[str], None] = print
     """The cached store of this size, built first if there is none."""
     CACHE.mkdir(parents=True, exist_ok=True)
     # Keyed by the schema revision too: the service refuses a store at another revision.
-    path = CACHE / f"store-u{users}-b{blacklisted}-r{head_revision()}.sqlite3"
+    path = CACHE / f"store-u{users}-b{blacklisted}-r{head_revision()}-g{GENERATION}.sqlite3"
     key_file = CACHE / f"keys-u{users}-b{blacklisted}.toml"
     if not key_file.exists():
         keyfile.create(key_file, int(time.time()))
