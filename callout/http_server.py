@@ -17,8 +17,8 @@ Every error is a JSON body `{"error": "<sentence>"}` with 400 (malformed), 401 (
 WWW-Authenticate), 403, 404, 405 (with Allow), 413 (body over 16 KiB), 431 (head over 8 KiB),
 501 (Transfer-Encoding), 503 or 500, never a traceback.
 
-Why a small parser of our own on asyncio streams: `VerificationService.decide` queues events on
-an asyncio queue, so every adapter must run on the service's event loop; stdlib `http.server`
+Why a small parser of our own, run by `callout.exchange` as every adapter: `VerificationService.decide`
+queues events on an asyncio queue, so every adapter must run on the service's event loop; stdlib `http.server`
 is blocking and would need a thread. aiohttp would be a large dependency for two routes. The
 subset spoken here is deliberately narrow (sans I/O, like h11 but smaller): origin-form targets,
 CRLF line ends, no obsolete line folding, a body only by Content-Length (RFC 9112 section 6.3: a
@@ -32,7 +32,6 @@ proxy in front (the sign route carries a bearer token)::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -41,8 +40,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from . import webmail
+from .exchange import CloseConnection, Exchanges
 from .service import VerificationService
-from .streams import Session, read_chunk
 
 log = logging.getLogger("antiforgery.http")
 
@@ -239,7 +238,7 @@ class HttpSession:
         self.webmail_token = webmail_token
         self.parser = RequestParser()
 
-    def respond(self, request: HttpRequest) -> tuple[int, dict[str, Any]]:
+    def route(self, request: HttpRequest) -> tuple[int, dict[str, Any]]:
         path, _, query = request.target.partition("?")
         if path == "/healthz":
             if request.method != "GET":
@@ -282,7 +281,7 @@ class HttpSession:
     def answer(self, request: HttpRequest) -> tuple[bytes, bool]:
         """The response bytes, and whether to keep the connection open after them."""
         try:
-            status, payload = self.respond(request)
+            status, payload = self.route(request)
         except HttpError as exc:
             payload = {"error": str(exc), **exc.extra}
             return encode_response(exc.status, payload, close=True, allow=exc.allow, challenge=exc.challenge), False
@@ -292,23 +291,23 @@ class HttpSession:
         keep = request.keep_alive
         return encode_response(status, payload, close=not keep), keep
 
-    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await read_chunk(reader):
-            for request in self.parser.feed(data):
-                response, keep = self.answer(request)
-                writer.write(response)
-                if not keep:
-                    await writer.drain()
-                    return
-            if (error := self.parser.error) is not None:
-                writer.write(encode_response(error.status, {"error": str(error)}, close=True))
-                await writer.drain()
-                return
-            await writer.drain()
+    def feed(self, data: bytes) -> list[HttpRequest | HttpError]:
+        requests: list[HttpRequest | HttpError] = [*self.parser.feed(data)]
+        if self.parser.error is not None:
+            requests.append(self.parser.error)  # answered, then the connection is closed
+        return requests
+
+    def respond(self, request: HttpRequest | HttpError) -> bytes:
+        if isinstance(request, HttpError):
+            raise CloseConnection(encode_response(request.status, {"error": str(request)}, close=True))
+        response, keep = self.answer(request)
+        if not keep:
+            raise CloseConnection(response)
+        return response
+
+    def finish(self) -> list[HttpRequest | HttpError]:
+        return []
 
 
-def session_factory(service: VerificationService, webmail_token: bytes | None = None) -> Session:
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await HttpSession(service, webmail_token).run(reader, writer)
-
-    return session
+def session_factory(service: VerificationService, webmail_token: bytes | None = None) -> Exchanges:
+    return lambda: HttpSession(service, webmail_token)

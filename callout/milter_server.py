@@ -12,14 +12,13 @@ OpenDKIM and OpenDMARC do. Verification (reject/warn) stays with the policy serv
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from . import authresults
 from . import milter_protocol as mp
 from .authresults import SpfCheck
+from .exchange import CloseConnection, Exchanges
 from .service import VerificationService
-from .streams import CloseConnection, Session, answer_each
 
 HEADER = "Authentication-Results"
 
@@ -40,6 +39,7 @@ class MilterSession:
         self.client_address: str | None = None
         self.helo = ""
         self.message = _Message()
+        self.parser = mp.MilterParser()
 
     def handle(self, packet: mp.Packet) -> list[bytes]:
         """Replies for one packet; [] where the protocol wants none (macros, abort)."""
@@ -92,8 +92,11 @@ class MilterSession:
         except mp.MilterProtocolError:
             raise CloseConnection from None
 
-    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await answer_each(reader, writer, mp.MilterParser().feed, self.respond)
+    def feed(self, data: bytes) -> list[mp.Packet]:
+        return self.parser.feed(data)
+
+    def finish(self) -> list[mp.Packet]:
+        return []
 
 
 def _connect_address(data: bytes) -> str | None:
@@ -108,8 +111,5 @@ def _bare(address: str) -> str:
     return address.strip().removeprefix("<").removesuffix(">")
 
 
-def session_factory(service: VerificationService, authserv_id: str, spf_check: SpfCheck | None = None) -> Session:
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await MilterSession(service, authserv_id, spf_check).run(reader, writer)
-
-    return session
+def session_factory(service: VerificationService, authserv_id: str, spf_check: SpfCheck | None = None) -> Exchanges:
+    return lambda: MilterSession(service, authserv_id, spf_check)

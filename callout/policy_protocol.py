@@ -22,8 +22,12 @@ class PolicyProtocolError(ValueError):
 class PolicyParser:
     """Feed bytes in; take complete requests (attribute dicts) out."""
 
+    #: Attribute names to keep (as bytes); None keeps all. Postfix sends about 40 and an adapter
+    #: reads a handful: decoding only those is a tenth of a request's CPU (issue 7).
+    keep: frozenset[bytes] | None = None
     _buffer: bytearray = field(default_factory=bytearray)
     _current: dict[str, str] = field(default_factory=dict)
+    _count: int = 0  # attributes in the current request, kept or not
 
     def feed(self, data: bytes) -> list[dict[str, str]]:
         """Requests completed by `data`. Complete lines are split off in one pass (issue 7: trimming
@@ -31,24 +35,26 @@ class PolicyParser:
         self._buffer += data
         requests: list[dict[str, str]] = []
         if b"\n" in data:
-            lines = self._buffer.split(b"\n")
+            lines = bytes(self._buffer).split(b"\n")
             self._buffer = bytearray(lines.pop())  # the incomplete last line, if any
             for raw in lines:
                 line = raw.rstrip(b"\r")
                 if len(line) > MAX_LINE:
                     raise PolicyProtocolError("policy request line too long")
                 if not line:
-                    if self._current:
+                    if self._count:
                         requests.append(self._current)
-                        self._current = {}
+                        self._current, self._count = {}, 0
                     continue
                 name, sep, value = line.partition(b"=")
                 if not sep or not name:
                     raise PolicyProtocolError("policy request line is not name=value")
-                if len(self._current) >= MAX_ATTRIBUTES:
+                if self._count >= MAX_ATTRIBUTES:
                     raise PolicyProtocolError("too many attributes in one policy request")
-                # Postfix xtext-encodes nothing here; values are bytes from SMTP, possibly UTF-8.
-                self._current[name.decode("ascii", "replace")] = value.decode("utf-8", "surrogateescape")
+                self._count += 1
+                if self.keep is None or name in self.keep:
+                    # Postfix xtext-encodes nothing here; values are bytes from SMTP, possibly UTF-8.
+                    self._current[name.decode("ascii", "replace")] = value.decode("utf-8", "surrogateescape")
         # +1: the CR of a line of MAX_LINE octets may arrive before its LF (found by fuzzing).
         if len(self._buffer) > MAX_LINE + 1:
             raise PolicyProtocolError("policy request line too long")

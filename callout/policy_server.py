@@ -12,17 +12,21 @@ internal fault so that mail waits rather than being guessed at (design invariant
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable
 
 from . import authresults
 from .authresults import SpfCheck
-from .decision import Action, Decision
+from .decision import Action, Decision, Request
+from .exchange import Exchanges
 from .forward import ForwardCheck
 from .policy_protocol import PolicyParser, format_reply
 from .service import VerificationService
-from .streams import Session, answer_each
 
+#: The request attributes this adapter reads (SMTPD_POLICY_README, "Protocol description").
+ATTRIBUTES = frozenset(
+    {b"request", b"protocol_state", b"sender", b"recipient", b"client_address", b"helo_name", b"instance"}
+)
 #: Message instances remembered per connection to prepend the warning header only once.
 _INSTANCES_REMEMBERED = 1000
 
@@ -49,7 +53,7 @@ class PolicySession:
         self.forward = forward
         self.authserv_id = authserv_id
         self.spf_check = spf_check
-        self.parser = PolicyParser()
+        self.parser = PolicyParser(keep=ATTRIBUTES)
         self.warned: OrderedDict[str, None] = OrderedDict()
 
     def _first_time(self, instance: str) -> bool:
@@ -71,7 +75,14 @@ class PolicySession:
             spf = self.spf_check(attributes["client_address"], sender, attributes.get("helo_name", ""))
         return authresults.header(self.authserv_id, decision, spf, sender)
 
-    async def answer(self, attributes: dict[str, str]) -> bytes:
+    def feed(self, data: bytes) -> list[dict[str, str]]:
+        return self.parser.feed(data)
+
+    def finish(self) -> list[dict[str, str]]:
+        return []
+
+    def respond(self, attributes: dict[str, str]) -> bytes | Awaitable[bytes]:
+        """The reply; awaitable only when an internal domain's own server must be asked (call-forward)."""
         if attributes.get("request") != "smtpd_access_policy":
             return format_reply("DUNNO")
         request = self.service.request(
@@ -81,10 +92,16 @@ class PolicySession:
             attributes.get("protocol_state", "RCPT"),
         )
         at_data = request.protocol_state == "DATA" and bool(self.authserv_id)
-        if self.forward is not None and not at_data:
-            decision = await self.forward.decide(request, "policy")  # internal domains: ask their server
-        else:
-            decision = self.service.decide(request, "policy", record=not at_data)
+        decision = self.service.decide(request, "policy", record=not at_data)
+        if self.forward is not None and not at_data and (address := self.forward.target(decision)):
+            return self._forwarded(request, decision, address, attributes)  # an internal domain: ask its server
+        return self._reply(attributes, decision, at_data)
+
+    async def _forwarded(self, request: Request, decision: Decision, address: str, attributes: dict[str, str]) -> bytes:
+        assert self.forward is not None
+        return self._reply(attributes, await self.forward.confirm(request, decision, address, "policy"), False)
+
+    def _reply(self, attributes: dict[str, str], decision: Decision, at_data: bool) -> bytes:
         if at_data and decision.action is not Action.DEFER:
             # Testing-mode warnings were prepended at RCPT; here every message gets the verdict.
             return format_reply(f"PREPEND {self._authentication_results(attributes, decision)}")
@@ -93,17 +110,11 @@ class PolicySession:
             return format_reply("DUNNO")
         return format_reply(action)
 
-    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await answer_each(reader, writer, self.parser.feed, self.answer)
-
 
 def session_factory(
     service: VerificationService,
     authserv_id: str | None = None,
     spf_check: SpfCheck | None = None,
     forward: ForwardCheck | None = None,
-) -> Session:
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await PolicySession(service, authserv_id, spf_check, forward).run(reader, writer)
-
-    return session
+) -> Exchanges:
+    return lambda: PolicySession(service, authserv_id, spf_check, forward)

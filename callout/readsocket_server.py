@@ -36,14 +36,13 @@ Authentication-Results is deploy/exim/authentication-results.conf.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from . import authresults
 from .decision import Action, Decision
+from .exchange import CloseConnection, Exchanges
 from .service import VerificationService
 from .signing import Outcome, sign_sender
-from .streams import Session, read_chunk
 
 MAX_LINE = 2048
 
@@ -167,23 +166,21 @@ class ReadsocketSession:
         decision = self.service.decide(checked, "readsocket", record=False)
         return authresults.header(self.authserv_id, decision, None, request.sender)
 
-    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await read_chunk(reader):
-            for line in self.parser.feed(data):
-                writer.write(self.answer(line))
-            if self.parser.too_long:
-                writer.write(b"error line too long\n")
-                await writer.drain()
-                return
-            await writer.drain()
-        # The client closed its side (Exim's shutdown): answer a last line that had no LF.
-        for line in self.parser.finish():
-            writer.write(self.answer(line))
-        await writer.drain()
+    def feed(self, data: bytes) -> list[bytes | None]:
+        lines: list[bytes | None] = [*self.parser.feed(data)]
+        if self.parser.too_long:
+            lines.append(None)  # answered with an error, then the connection is closed
+        return lines
+
+    def respond(self, line: bytes | None) -> bytes:
+        if line is None:
+            raise CloseConnection(b"error line too long\n")
+        return self.answer(line)
+
+    def finish(self) -> list[bytes | None]:
+        """The client closed its side (Exim's shutdown): answer a last line that had no LF."""
+        return [*self.parser.finish()]
 
 
-def session_factory(service: VerificationService, authserv_id: str | None = None) -> Session:
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await ReadsocketSession(service, authserv_id).run(reader, writer)
-
-    return session
+def session_factory(service: VerificationService, authserv_id: str | None = None) -> Exchanges:
+    return lambda: ReadsocketSession(service, authserv_id)

@@ -34,22 +34,22 @@ from . import (
     readsocket_server,
     socketmap_server,
 )
+from .exchange import Exchanges, serve
 from .forward import forward_from
 from .rules import rules_from
 from .service import VerificationService
-from .streams import Session, serve
 
 log = logging.getLogger("antiforgery.serve")
 
 
 @runtime_checkable
 class Listener(Protocol):
-    """An adapter that runs its own asyncio protocol (the callout responder: aiosmtpd) instead of a Session."""
+    """An adapter that runs its own asyncio protocol (the callout responder, the proxy: aiosmtpd), not an Exchange."""
 
     async def listen(self, host: str, port: int) -> asyncio.Server: ...
 
 
-Adapter = Session | Listener
+Adapter = Exchanges | Listener
 
 
 def open_store(url: str) -> Store:

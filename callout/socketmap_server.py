@@ -15,27 +15,21 @@ than sending it unsigned (invariant 6). See `callout.signing` for the rule.
 
 Forwarded mail is never signed (invariant 1), and this map cannot tell: that is the MTA's job.
 Only the cleanup service behind the submission port may use it, and only for the envelope sender
-(`sender_canonical_classes`), never for the From: header. Postfix sends a socketmap only the full
-address, no partial keys (socketmap_table(5), "REQUEST FORMAT"), so no recipient delimiter is
-stripped and propagated into a signed result; partial keys get NOTFOUND all the same::
-
-    # master.cf
-    submission inet n - y - - smtpd
-      -o cleanup_service_name=cleanup-submission
-      -o smtpd_sender_restrictions=$mua_sender_restrictions
-    cleanup-submission unix n - y - 0 cleanup
-      -o sender_canonical_maps=socketmap:inet:127.0.0.1:10041:sign
-      -o sender_canonical_classes=envelope_sender
+(`sender_canonical_classes`), never for the From: header; and only after Postfix has checked that
+the authenticated login owns the sender (`reject_sender_login_mismatch`), as the map signs whatever
+it is given. Postfix sends a socketmap only the full address, no partial keys (socketmap_table(5),
+"REQUEST FORMAT"), so no recipient delimiter is stripped and propagated into a signed result;
+partial keys get NOTFOUND all the same. The lines a postmaster installs, commented and loaded as
+shipped by tests/integration/test_postfix_socketmap.py, are deploy/postfix/submission-socketmap-master.cf
+and deploy/postfix/submission-socketmap-main.cf.
 
 `verify`: KEY is the envelope sender of a message arriving from outside; the value is a Postfix
 access(5) action: `OK 550 5.7.1 <text>` for a forgery, `OK PREPEND <header>` for a testing-mode
 user, `NOTFOUND ` to let the other restrictions decide, and `OK DEFER_IF_PERMIT 4.3.0 <text>`
 when the directory is not loaded (invariant 6, as the policy adapter answers). Not `TEMP`: smtpd
-takes that for a broken table and tells the client "451 4.3.5 Server configuration error"::
-
-    # main.cf: every smtpd checks senders but submission, which sets its own (master.cf above)
-    smtpd_sender_restrictions = check_sender_access socketmap:inet:127.0.0.1:10041:verify
-    mua_sender_restrictions = permit_sasl_authenticated, reject
+takes that for a broken table and tells the client "451 4.3.5 Server configuration error".
+Every smtpd but submission (which sets its own sender restrictions) asks it: the main.cf lines are
+deploy/postfix/verification-socketmap-main.cf.
 
 Only senders are checked here (invariant 4): the recipient of a bounce (null sender) needs the
 policy adapter (`check_policy_service`) or SMTP callouts. With smtpd_delay_reject, sender
@@ -45,13 +39,11 @@ recipient; the policy adapter, which remembers the message instance, adds it onc
 
 from __future__ import annotations
 
-import asyncio
-
 from .decision import Action, Decision
+from .exchange import Exchanges
 from .netstring import NetstringParser, encode
 from .service import VerificationService
 from .signing import Outcome, is_whole_address, sign_sender
-from .streams import Session, answer_each
 
 NOTFOUND = "NOTFOUND "
 
@@ -105,12 +97,15 @@ class SocketmapSession:
         decision = self.service.decide(self.service.request(key, ""), "socketmap")
         return verify_value(decision)
 
-    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await answer_each(reader, writer, self.parser.feed, lambda payload: encode(self.answer(payload)))
+    def feed(self, data: bytes) -> list[bytes]:
+        return self.parser.feed(data)
+
+    def respond(self, payload: bytes) -> bytes:
+        return encode(self.answer(payload))
+
+    def finish(self) -> list[bytes]:
+        return []
 
 
-def session_factory(service: VerificationService) -> Session:
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await SocketmapSession(service).run(reader, writer)
-
-    return session
+def session_factory(service: VerificationService) -> Exchanges:
+    return lambda: SocketmapSession(service)

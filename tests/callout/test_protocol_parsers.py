@@ -68,3 +68,13 @@ def test_netstrings_round_trip_in_any_chunking(payloads: list[bytes], step: int)
 def test_malformed_netstrings_are_refused(data: bytes) -> None:
     with pytest.raises(NetstringError):
         NetstringParser().feed(data)
+
+
+def test_a_policy_parser_told_what_to_keep_drops_the_rest_but_still_counts_it() -> None:
+    parser = PolicyParser(keep=frozenset({b"sender"}))
+    assert parser.feed(b"sender=a@b.org\nccert_subject=x\n\nccert_subject=y\n\n") == [
+        {"sender": "a@b.org"},
+        {},
+    ]
+    with pytest.raises(PolicyProtocolError):
+        PolicyParser(keep=frozenset({b"sender"})).feed(b"".join(b"a%d=1\n" % i for i in range(200)))
