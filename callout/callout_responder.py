@@ -8,12 +8,18 @@ decision every other adapter gets for (sender, recipient): with the null sender 
 such as Postfix's double-bounce@) the recipient is checked as the recipient of a bounce. So is it
 with a bounce-like sender (postmaster@, mailer-daemon@: Exim's `callout=use_postmaster`): the core
 records and lets through real bounces from such senders, but no message ever follows a callout
-here, so that leniency would only let a forged address pass verification.
+here, so that leniency would only let a forged address pass verification. Postfix with
+`address_verify_sender_ttl` appends a time stamp to its probe sender (`double-bounceJQZ3@`, see
+`probes.is_probe_sender`): that is a probe too, not a sender to check in place of the recipient.
+
+Exim's `callout=random` first asks for a made-up local part (`probes.is_random_test_address`); if
+that is accepted it takes the domain to accept anything and skips the real check. Other unknown
+addresses get 250 (not ours to judge), that one `550 5.1.1`, or forgeries would pass such sites.
 
 RCPT replies: 250 for accept and for warn, since testing mode "does not allow third parties to
 detect forgery using call-back verification" (seed 003, "Testing mode"); `550 5.7.1 <why>` for
 reject; `451 4.3.0 <why>` when the service cannot decide (design invariant 6: never a guess).
-DATA is refused with 554 (see `REFUSE_DATA`). No AUTH, no STARTTLS: nothing here needs them.
+No message is ever taken (see `smtp_DATA`). No AUTH, no STARTTLS: nothing here needs them.
 
 Limits, so that callouts are no oracle for who opted in or for trying tags (`ratelimit`):
   - each RCPT takes a token from its client's bucket (IPv4 address or IPv6 /64; configurable rate
@@ -47,6 +53,7 @@ from gateway.config import Config, ConfigError
 
 from .decision import Action, Decision
 from .forward import ForwardCheck, forward_from
+from .probes import is_probe_sender, is_random_test_address
 from .ratelimit import ClientLimits
 from .service import VerificationService
 
@@ -58,11 +65,13 @@ REFUSED = Counter("antiforgery_callout_refused", "Callout requests refused by a 
 #: RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF.
 MAX_REPLY_LINE = 510
 
-#: Mail sent here is misrouted. 554 is the permanent failure RFC 5321 section 4.3.2 lists for DATA
-#: ("transaction failed"), so the sending MTA bounces at once instead of retrying for days, and the
-#: misconfiguration surfaces; RFC 3463 X.3.2 is "system not accepting network messages". Refused
-#: before the 354, so no message body is ever read.
+#: Mail sent here is misrouted. 554 is the permanent failure RFC 5321 section 4.3.2 lists after the
+#: data ("transaction failed"), so the sending MTA bounces at once instead of retrying for days, and
+#: the misconfiguration surfaces; RFC 3463 X.3.2 is "system not accepting network messages".
 REFUSE_DATA = "554 5.3.2 This host only answers address verification callouts; it accepts no messages"
+#: DATA when no RCPT was accepted (RFC 5321 section 3.3: 503 or "no valid recipients" 554).
+NO_RECIPIENTS = "554 5.5.1 No valid recipients"
+NO_SUCH_USER = "550 5.1.1 <{address}>: no such user (the random address of a callout test)"
 
 
 @dataclass(frozen=True)
@@ -85,9 +94,7 @@ def limits_from(config: Config) -> Limits:
     )
 
 
-def handler_from(
-    config: Config, service: VerificationService, forward: ForwardCheck | None = None
-) -> CalloutHandler:
+def handler_from(config: Config, service: VerificationService, forward: ForwardCheck | None = None) -> CalloutHandler:
     """The responder `antiforgery serve` starts, with call-forward for `callout_domains` if any;
     pass `forward` to share one callout cache with the other adapters."""
     hostname = config.verification.callout_hostname or None
@@ -171,15 +178,22 @@ class CalloutHandler:
         if not self.clients.allow(session.client, self.clock()):
             reply = f"450 4.7.1 Too many verification requests from {session.client}; try again later"
             return self._refuse(session, "rate", reply)
+        if is_random_test_address(address.rpartition("@")[0].lower()):
+            return NO_SUCH_USER.format(address=address)[:MAX_REPLY_LINE]
         sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
-        if sender.rpartition("@")[0].lower() in self.service.rules.bounce_like_senders:
+        local = sender.rpartition("@")[0].lower()
+        rules = self.service.rules
+        if local in rules.bounce_like_senders or is_probe_sender(local, rules.probe_senders):
             sender = ""  # a verification probe, see the module docstring
         request = self.service.request(sender, address, session.client, "RCPT")
         if self.forward is not None:
             decision = await self.forward.decide(request, ADAPTER)
         else:
             decision = self.service.decide(request, ADAPTER)
-        return reply_for(decision, address)
+        reply = reply_for(decision, address)
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)  # aiosmtpd's record of accepted recipients: DATA reads it
+        return reply
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         return REFUSE_DATA
@@ -259,11 +273,41 @@ class CalloutSMTP(SMTP):
             self.transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
-        """Refuse DATA itself (aiosmtpd's own DATA answers 354 first and reads the whole message)."""
+        """354 after an accepted RCPT, then whatever is sent is read, kept nowhere, and refused.
+
+        Postfix probes with `smtp_address_verify_target = data` (for servers that reject only after
+        DATA) take the reply to DATA as the verdict and hang up after a 354: refusing DATA itself
+        would make every address fail their verification, signed or not. A misrouted message that
+        really is sent costs its transfer, bounded by the session's time, and gets `REFUSE_DATA`.
+        aiosmtpd's own DATA would keep the whole message in memory.
+        """
         if await self.check_helo_needed():
             return
         assert self.session is not None and self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push(NO_RECIPIENTS)
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self._discard_message()
         await self.push(await self.handler.handle_DATA(self, self.session, self.envelope))
+        self.envelope = self._create_envelope()  # the transaction is over (aiosmtpd's post-DATA state)
+
+    async def _discard_message(self) -> None:
+        """Read up to the end-of-data line (RFC 5321 section 4.1.1.4) and keep none of it."""
+        at_line_start = True
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as overrun:  # a line longer than the reader's buffer
+                await self._reader.readexactly(overrun.consumed)
+                at_line_start = False
+                continue
+            if at_line_start and line == b".\r\n":
+                return
+            at_line_start = True
 
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("502 5.5.1 AUTH not available: this host only answers verification callouts")

@@ -16,14 +16,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from gateway.routing import routing_targets
 from gateway.snapshot import Snapshot, SnapshotUser
 from gateway.store.records import EventKind, Mode, ResolutionKind
 from gateway.tagcheck import check_address
-from signed_sender import Keyring, Policy
+from signed_sender import Keyring, MalformedAddress, Policy, parse_mailbox
 
-from .routing import routing_targets
+from .probes import is_probe_sender
 
-#: The reason for an address that is not a protected user's but routes to one (`callout.routing`).
+#: The reason for an address that is not a protected user's but routes to one (`gateway.routing`).
 ROUTING_SYNTAX = "routing_syntax"
 
 
@@ -107,10 +108,30 @@ def _route(snapshot: Snapshot, address: str, delimiters: str) -> tuple[Resolutio
     return route.kind, snapshot.user(route.user_id)
 
 
+def sender_owner(sender: str, snapshot: Snapshot, rules: Rules) -> SnapshotUser | None:
+    """The user in testing or full mode whose tag `sender` must carry, or None: what `decide` protects.
+
+    The same routing `decide` applies to a sender (aliases, recipient delimiters; probe and
+    bounce-like senders are not checked as senders), without building a Decision: signing asks
+    only this (`callout.signing`). An address with routing syntax is not a user's and gets None,
+    so no tag is ever made for one (decide refuses it as `routing_syntax`).
+    """
+    local = _local_part(sender)
+    if not local or is_probe_sender(local, rules.probe_senders) or local in rules.bounce_like_senders:
+        return None
+    try:
+        mailbox = parse_mailbox(sender)
+        sender = f"{mailbox.local}@{mailbox.domain}"  # as verify() names an unsigned address
+    except MalformedAddress:
+        pass
+    _kind, user = _route(snapshot, sender, rules.delimiters)
+    return user if user is not None and user.mode is not Mode.OFF else None
+
+
 def decide(request: Request, snapshot: Snapshot, rules: Rules) -> Decision:
     sender = request.sender.strip().removeprefix("<").removesuffix(">")
     sender_local = _local_part(sender)
-    if not sender or sender_local in rules.probe_senders:
+    if not sender or is_probe_sender(sender_local, rules.probe_senders):
         role, address = Role.BOUNCE_RECIPIENT, request.recipient.strip().removeprefix("<").removesuffix(">")
     elif sender_local in rules.bounce_like_senders:
         return _malformed_bounce(request, snapshot, rules, sender)
@@ -122,7 +143,7 @@ def decide(request: Request, snapshot: Snapshot, rules: Rules) -> Decision:
 
 
 def _protected_target(address: str, snapshot: Snapshot, rules: Rules) -> SnapshotUser | None:
-    """The protected user that routing syntax in `address` could deliver to (`callout.routing`)."""
+    """The protected user that routing syntax in `address` could deliver to (`gateway.routing`)."""
     for target in routing_targets(address):
         _kind, user = _route(snapshot, target, rules.delimiters)
         if user is not None and user.mode is not Mode.OFF:

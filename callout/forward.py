@@ -72,6 +72,10 @@ class ForwardCheck:
         address = self.target(decision)
         if address is None:
             return decision
+        return await self.confirm(request, decision, address, adapter)
+
+    async def confirm(self, request: Request, decision: Decision, address: str, adapter: str) -> Decision:
+        """Ask `address`'s own server (`target` chose it) and combine its answer with `decision`."""
         try:
             result = await self.client.verify(address)
         except ValueError as exc:  # not an address the client can put in RCPT TO

@@ -7,8 +7,9 @@ tell a submission from a forwarded message, so the MTA must only ask from its su
 mail). Forwarded and relayed mail is never signed: that is the MTA configuration's job.
 
 What is signed is exactly what the verifier would demand a tag of: protection is judged by the same
-`decide` the verification adapters run (single-target aliases, recipient delimiters, probe and
-bounce-like senders), so signing and verifying cannot disagree about who is protected. A user in
+routing `decide` applies to senders (`decision.sender_owner`: single-target aliases, recipient
+delimiters, probe and bounce-like senders), so signing and verifying cannot disagree about who is
+protected; tests/callout/test_signing_agrees.py holds them to it. A user in
 testing or full mode is signed (invariant 3); an address that already carries a tag is never signed
 again, and one whose signed local part would exceed 64 octets is left alone and logged (invariant 2).
 """
@@ -22,10 +23,9 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from gateway.store.records import Mode
 from signed_sender import AlreadyTagged, SignedTooLong, SigningError, sign
 
-from .decision import Request, Role, decide
+from .decision import sender_owner
 from .service import VerificationService
 
 log = logging.getLogger("antiforgery.sign")
@@ -70,23 +70,21 @@ def _sign(service: VerificationService, address: str) -> tuple[Outcome, str]:
     if not is_whole_address(address):
         return Outcome.NOT_PROTECTED, address
     rules = service.rules
-    now = service.clock()
     try:
-        decision = decide(Request(sender=address, now=now), snapshot, rules)
+        user = sender_owner(address, snapshot, rules)
     except Exception:  # a bug must cost a retry, never an unsigned message from a protected user
-        log.exception("sign: deciding protection failed for %r", address)
+        log.exception("sign: looking up the owner of %r failed", address)
         return Outcome.UNAVAILABLE, address
-    if decision.role is not Role.SENDER or decision.mode in (None, Mode.OFF):
+    if user is None:
         return Outcome.NOT_PROTECTED, address
     try:
-        signed = sign(address, rules.keyring, now, rules.policy)
+        signed = sign(address, rules.keyring, service.clock(), rules.policy)
     except AlreadyTagged:
         return Outcome.ALREADY_TAGGED, address
-    except SignedTooLong as exc:
-        log.warning("sign: not signed, user=%s: %s", decision.login, exc)
-        return Outcome.TOO_LONG, address
-    except SigningError as exc:
-        log.warning("sign: not signed, user=%s: %s", decision.login, exc)
-        return Outcome.UNSIGNABLE, address
-    log.info("sign: sender=%s user=%s mode=%s", address, decision.login, decision.mode.value if decision.mode else "-")
+    except SigningError as exc:  # SignedTooLong, MalformedAddress, a clock out of range
+        log.warning("sign: not signed, user=%s: %s", user.login, exc)
+        return Outcome.TOO_LONG if isinstance(exc, SignedTooLong) else Outcome.UNSIGNABLE, address
+    # The MTA logs the rewritten sender of every message (Postfix cleanup/qmgr from=<...>, Exim's
+    # <= line); a line of our own per signing costs a fifth of the request (issue 7), so it is debug.
+    log.debug("sign: sender=%s user=%s mode=%s", address, user.login, user.mode.value)
     return Outcome.SIGNED, signed

@@ -52,6 +52,10 @@ class Directory:
         # One refresh at a time: a slow load finishing after a fast one must not put back an
         # older directory (a NOTIFY-woken refresh can overlap an explicit one).
         self._refreshing = asyncio.Lock()
+        # Failures in a row: an outage is logged when it starts and when it ends, not at every
+        # refresh interval (seconds apart) for as long as it lasts.
+        self._refresh_failures = 0
+        self._listen_failures = 0
 
     async def start(self) -> None:
         await self.refresh()
@@ -75,14 +79,18 @@ class Directory:
             if self.snapshot is not None:
                 version = await asyncio.to_thread(snapshots.current_version, engine)
                 if version == self.snapshot.version:
+                    self._store_answered()
                     return False
             now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
             fresh = await asyncio.to_thread(snapshots.load, engine, now, self.snapshot)
         except SQLAlchemyError as exc:
             REFRESH_FAILURES.inc()
+            self._refresh_failures += 1
             state = "keeping the last snapshot" if self.snapshot is not None else "deferring all requests"
-            log.warning("store unreachable (%s); %s", str(getattr(exc, "orig", exc)).splitlines()[0], state)
+            level = logging.WARNING if self._refresh_failures == 1 else logging.DEBUG
+            log.log(level, "store unreachable (%s); %s", str(getattr(exc, "orig", exc)).splitlines()[0], state)
             return False
+        self._store_answered()
         if self.snapshot is not None and fresh.version < self.snapshot.version:
             return False  # versions only move forward; an older read lost a race
         self.snapshot = fresh
@@ -98,6 +106,11 @@ class Directory:
         )
         return True
 
+    def _store_answered(self) -> None:
+        if self._refresh_failures:
+            log.warning("store reachable again after %d failed refreshes", self._refresh_failures)
+            self._refresh_failures = 0
+
     async def _refresh_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -112,7 +125,9 @@ class Directory:
             try:
                 await asyncio.to_thread(self._listen_blocking, loop)
             except Exception as exc:  # reconnect after any failure; polling covers the gap
-                log.warning("LISTEN %s failed (%s); polling meanwhile", NOTIFY_CHANNEL, exc)
+                self._listen_failures += 1
+                level = logging.WARNING if self._listen_failures == 1 else logging.DEBUG
+                log.log(level, "LISTEN %s failed (%s); polling meanwhile", NOTIFY_CHANNEL, exc)
             await asyncio.sleep(self.refresh_seconds)
 
     def _listen_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -121,6 +136,9 @@ class Directory:
         url = self.store.engine.url.set(drivername="postgresql")
         with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as connection:
             connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            if self._listen_failures:
+                log.warning("LISTEN %s works again after %d failures", NOTIFY_CHANNEL, self._listen_failures)
+                self._listen_failures = 0
             while not self._stopping:  # the timeout lets a stopping directory end this thread
                 for _ in connection.notifies(timeout=1.0):
                     loop.call_soon_threadsafe(self._wake.set)

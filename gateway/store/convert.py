@@ -67,8 +67,19 @@ def short_text(text: str, what: str, limit: int = DESCRIPTION_LENGTH) -> str:
     return value
 
 
+#: What no database text column takes: NUL (PostgreSQL refuses it) and lone surrogates (octets of a
+#: request that were not UTF-8, kept by `surrogateescape`; no UTF-8 encoder takes them).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """Wire text as a column can hold it: each unstorable character becomes U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def clip(text: str, limit: int) -> str:
     """Cut wire data to fit a column: events must be recorded even when the input is absurd."""
+    text = storable(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -4,7 +4,7 @@ Each entry gets a clear refusal, or a safe accept (the address cannot reach a pr
 never a crash, never an accept of a protected user's forged address, whether the address comes as
 the sender of a message or as the recipient of a bounce. The open-relay forms (percent hack, bang
 path, source route, quoted or repeated `@`) and text after a CR LF are refused when an MTA could
-deliver them to a protected user (`callout.routing`). A few entries also go through the Postfix
+deliver them to a protected user (`gateway.routing`). A few entries also go through the Postfix
 policy adapter over a real socket, raw bytes included.
 """
 

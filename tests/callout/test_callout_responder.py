@@ -118,11 +118,48 @@ def test_exim_use_postmaster_callout_is_checked_like_a_bounce(smtp: smtplib.SMTP
     assert callout(smtp, signed, sender="Postmaster@mx.remote.test")[0] == 250
 
 
-def test_data_is_refused_with_554_before_any_message_is_read(smtp: smtplib.SMTP) -> None:
+def test_postfix_probe_sender_with_a_time_stamp_is_checked_like_a_bounce(smtp: smtplib.SMTP) -> None:
+    # address_verify_sender_ttl: Postfix appends a base-31 stamp to the local part, no delimiter.
+    assert callout(smtp, "alice@example.ac.uk", sender="double-bounceJQZ3@mx.remote.test")[0] == 550
+    signed = sign("alice@example.ac.uk", KEYRING, time.time())
+    assert callout(smtp, signed, sender="double-bounce4bx@mx.remote.test")[0] == 250
+    # Not a stamp (a vowel, a hyphen): an ordinary sender, checked itself, the recipient not.
+    assert callout(smtp, "alice@example.ac.uk", sender="double-bounce-admin@mx.remote.test")[0] == 250
+
+
+def test_exims_random_local_part_is_refused_so_that_callout_random_checks_each_address(smtp: smtplib.SMTP) -> None:
+    # Accepted, it would tell Exim's `callout=random` that the domain takes anything.
+    code, text = callout(smtp, "mx.remote.test-1790000000-testing@example.ac.uk")
+    assert code == 550 and text.startswith("5.1.1 <mx.remote.test-1790000000-testing@example.ac.uk>: no such user")
+    assert callout(smtp, "release-2024-testing@example.ac.uk")[0] == 250  # not Exim's pattern
+
+
+def test_data_after_an_accepted_rcpt_gets_354_and_the_message_is_refused_at_its_end(smtp: smtplib.SMTP) -> None:
     assert smtp.mail("")[0] == 250
     assert smtp.rcpt("bob@example.ac.uk")[0] == 250
-    code, text = smtp.docmd("DATA")
+    code, text = smtp.data(b"Subject: misrouted\r\n\r\n" + b"x" * 200_000 + b"\r\n.leading dot\r\n")
     assert code == 554 and text.decode().startswith("5.3.2 This host only answers address verification callouts")
+    assert smtp.noop()[0] == 250  # back in command mode
+    assert smtp.docmd("RCPT TO:<bob@example.ac.uk>")[0] == 503  # the transaction is over: MAIL first
+
+
+def test_a_probe_that_hangs_up_after_354_is_answered_as_postfix_expects(port: int) -> None:
+    """Postfix's smtp_address_verify_target = data: 354 means deliverable, then it disconnects."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+        smtp.ehlo("mx.remote.test")
+        assert smtp.mail("double-bounce@mx.remote.test")[0] == 250
+        assert smtp.rcpt(sign("alice@example.ac.uk", KEYRING, time.time()))[0] == 250
+        assert smtp.docmd("DATA")[0] == 354
+        smtp.close()
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:  # the responder carries on
+        smtp.ehlo("mx.remote.test")
+        assert callout(smtp, "alice@example.ac.uk")[0] == 550
+
+
+def test_data_without_an_accepted_rcpt_is_refused_before_354(smtp: smtplib.SMTP) -> None:
+    assert smtp.mail("")[0] == 250
+    assert smtp.rcpt("alice@example.ac.uk")[0] == 550
+    assert smtp.docmd("DATA") == (554, b"5.5.1 No valid recipients")
     assert smtp.noop()[0] == 250  # no 354 was sent, so the session is still in command mode
 
 
@@ -217,8 +254,8 @@ def test_reply_lines_are_cut_to_the_rfc_5321_limit() -> None:
 def test_serve_starts_the_responder_on_callout_listen(tmp_path: Path) -> None:
     config_path = tmp_path / "antiforgery.toml"
     assert cli_main(["--config", str(config_path), "init", "--domain", "example.ac.uk"], out=io.StringIO()) == 0
-    assert cli_main(["--config", str(config_path), "user", "add", "alice", "--address", "alice@example.ac.uk",
-                     "--mode", "full"], out=io.StringIO()) == 0
+    add_alice = ["user", "add", "alice", "--address", "alice@example.ac.uk", "--mode", "full"]
+    assert cli_main(["--config", str(config_path), *add_alice], out=io.StringIO()) == 0
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -99,6 +99,12 @@ def test_postfix_verification_probe_sender_counts_as_a_bounce() -> None:
     assert decision.action is Action.REJECT and decision.role is Role.BOUNCE_RECIPIENT
 
 
+def test_a_time_stamped_postfix_probe_sender_counts_as_a_bounce_too() -> None:
+    """Postfix's address_verify_sender_ttl appends a stamp: double-bounceJQZ3@ (callout.probes)."""
+    decision = decide(mail("double-bounceJQZ3@mx.example.ac.uk", "alice@example.ac.uk"), FULL, RULES)
+    assert decision.action is Action.REJECT and decision.role is Role.BOUNCE_RECIPIENT
+
+
 def test_recipient_of_normal_mail_is_never_checked() -> None:
     decision = decide(mail("someone@other.org", "alice@example.ac.uk"), FULL, RULES)
     assert decision.action is Action.ACCEPT and decision.checked == "someone@other.org"

@@ -34,3 +34,15 @@ def test_an_event_of_a_missing_user_is_dropped_not_the_batch(store: Store) -> No
 
 def test_an_empty_batch_records_nothing(store: Store) -> None:
     assert store.record_events([]) == 0
+
+
+def test_wire_text_postgresql_cannot_store_is_recorded_readably_not_lost_with_its_batch(store: Store) -> None:
+    """NUL and lone surrogates (undecodable octets from a policy request) are refused by PostgreSQL
+    text columns; the event keeps them as U+FFFD instead, and its batch is not lost."""
+    batch = [
+        NewEvent(AT, EventKind.REJECT, "ok@example.ac.uk", "unsigned"),
+        NewEvent(AT, EventKind.REJECT, "a\x00b@example.ac.uk", "unsigned", None, "192.0.2.1\x00", "s=<\udcff>"),
+    ]
+    assert store.record_events(batch) == 2
+    addresses = sorted(e.address for e in store.list_events())
+    assert addresses == ["a\ufffdb@example.ac.uk", "ok@example.ac.uk"]

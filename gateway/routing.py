@@ -3,7 +3,9 @@
 An address of ours that is not literally a protected user's can still reach one: a forger who
 sends as `alice%example.ac.uk@example.ac.uk` gets bounces delivered to alice if the MTA applies the
 percent hack, and then the bounce check, keyed on the literal address, would let them through.
-So before calling such an address "not protected", `decide` asks where it could lead:
+So before calling such an address "not protected", `callout.decision.decide` asks where it could
+lead; and the submission proxy (`gateway.submission.plan.address_syntax`) refuses any address
+that could lead somewhere other than where it says, so that what it checks is what is delivered:
 
 - text after the first white space or control character is not part of the address (an MTA
   reads a CR LF as the end of the command: `alice@example.ac.uk\\r\\nRCPT TO:<x>`);
