@@ -65,6 +65,11 @@ class AuthConfig:
     strip_domain: bool = False
     #: Seconds for Dovecot's answer; a wrong password is answered late on purpose (auth_failure_delay).
     timeout: float = 10.0
+    #: "store": seconds a verified login is remembered (`submission.auth.CredentialCache`), so that
+    #: a client logging in for every message skips the Argon2id hash; 0 = hash every time.
+    cache_seconds: float = 300.0
+    #: "store": at most this many remembered logins.
+    cache_size: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -166,12 +171,20 @@ class SubmissionConfig:
     allow_auth_without_tls_on_loopback: bool = False
     #: Limits, each refused with its own reply: message octets (advertised as SIZE, RFC 1870),
     #: recipients per message (452 4.5.3), octets per line without CRLF (RFC 5322 section 2.1.1: 998),
-    #: commands per session, and seconds a client may stay silent (RFC 5321 section 4.5.3.2.7).
+    #: commands per session, and seconds a client has for each complete command line, however
+    #: slowly its bytes come (RFC 5321 section 4.5.3.2.7: at least 5 minutes).
     max_message_size: int = 26_214_400
     max_recipients: int = 100
     max_line_length: int = 998
     max_commands: int = 1000
     idle_timeout: float = 300.0
+    #: Octets per second a client must average while sending a message (Postfix smtpd_min_data_rate):
+    #: the data deadline starts at `idle_timeout` and each octet adds 1/data_min_rate seconds, up to
+    #: `idle_timeout` ahead. A client slower than that gets 421 4.4.2 and nothing is relayed.
+    data_min_rate: int = 500
+    #: The longest a session may last, however busy: a client sending one command per idle_timeout
+    #: would otherwise hold a connection for max_commands of them (over three days by default).
+    session_seconds: float = 3600.0
     #: Failed logins per client (IPv4 address or IPv6 /64) before it is locked out for
     #: `auth_lockout_seconds`; each failure's 535 is delayed, starting at `auth_failure_delay`
     #: seconds and doubling.
@@ -335,8 +348,15 @@ def parse(path: Path, text: str) -> Config:
     if signing.max_age_days < 1 or signing.max_age_days > 60:
         raise ConfigError(f"{path}: [signing] max_age_days must be between 1 and 60")
     verification = config.verification
-    for name in ("policy_listen", "socketmap_listen", "readsocket_listen", "callout_listen", "http_listen",
-                 "milter_listen", "metrics_listen"):
+    for name in (
+        "policy_listen",
+        "socketmap_listen",
+        "readsocket_listen",
+        "callout_listen",
+        "http_listen",
+        "milter_listen",
+        "metrics_listen",
+    ):
         value = getattr(verification, name)
         if value:
             try:
@@ -376,9 +396,11 @@ def _check_submission(path: Path, base: Path, submission: SubmissionConfig) -> S
                 parse_listen(value)
             except ValueError as exc:
                 raise ConfigError(f"{where} {name}: {exc}") from None
-    for name in ("max_message_size", "max_recipients", "max_commands", "auth_max_failures"):
+    for name in ("max_message_size", "max_recipients", "max_commands", "data_min_rate", "auth_max_failures"):
         if getattr(submission, name) < 1:
             raise ConfigError(f"{where} {name} must be at least 1")
+    if submission.session_seconds <= 0:
+        raise ConfigError(f"{where} session_seconds must be a positive number")
     if not 78 <= submission.max_line_length <= 998:
         raise ConfigError(f"{where} max_line_length must be between 78 and 998 (RFC 5322 section 2.1.1)")
     if bool(submission.tls_cert_file) != bool(submission.tls_key_file):
@@ -389,6 +411,7 @@ def _check_submission(path: Path, base: Path, submission: SubmissionConfig) -> S
         entries = submission.dkim_entries()
     except ValueError as exc:
         raise ConfigError(f"{where} dkim_keys: {exc}") from None
+
     def absolute(value: str) -> str:
         return str(_resolve(base, Path(value))) if value else ""
 
@@ -416,7 +439,7 @@ def _check_web(path: Path, base: Path, web: WebConfig) -> WebConfig:
 
 def _check_auth(path: Path, auth: AuthConfig) -> AuthConfig:
     if auth.backend not in ("store", "dovecot"):
-        raise ConfigError(f"{path}: [auth] backend must be \"store\" or \"dovecot\", not {auth.backend!r}")
+        raise ConfigError(f'{path}: [auth] backend must be "store" or "dovecot", not {auth.backend!r}')
     if auth.backend == "dovecot":
         try:
             parse_socket(auth.dovecot_socket)
@@ -424,6 +447,8 @@ def _check_auth(path: Path, auth: AuthConfig) -> AuthConfig:
             raise ConfigError(f"{path}: [auth] dovecot_socket: {exc}") from None
     if auth.timeout <= 0:
         raise ConfigError(f"{path}: [auth] timeout must be a positive number")
+    if auth.cache_seconds < 0 or auth.cache_size < 1:
+        raise ConfigError(f"{path}: [auth] cache_seconds must be 0 or more and cache_size at least 1")
     return auth
 
 

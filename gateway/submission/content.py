@@ -39,6 +39,9 @@ class DataError(enum.Enum):
 
 def normalise(data: bytes) -> bytes:
     """Every line ending, bare CR and bare LF included, as CRLF."""
+    crlf = data.count(CRLF)
+    if data.count(b"\r") == crlf and data.count(b"\n") == crlf:
+        return data  # every CR and every LF is part of a CRLF already: three scans, not a rewrite
     return _ANY_LINE_END.sub(CRLF, data)
 
 
@@ -50,7 +53,14 @@ def encode_for_data(message: bytes) -> bytes:
     message = normalise(message)
     if message and not message.endswith(CRLF):
         message += CRLF
-    return _LINE_START_DOT.sub(b"..", message) + b"." + CRLF
+    if message.startswith(b".") or b"\n." in message:  # a line that starts with a dot
+        message = _LINE_START_DOT.sub(b"..", message)
+    return message + b"." + CRLF
+
+
+def _plain_line(data: bytes) -> bool:
+    """One whole line, CRLF only at its end, no leading dot: content exactly as it came."""
+    return data.endswith(CRLF) and data.count(b"\r") == 1 and data.count(b"\n") == 1 and not data.startswith(b".")
 
 
 class DataReceiver:
@@ -77,6 +87,9 @@ class DataReceiver:
         return b"".join(self._parts)
 
     def feed(self, data: bytes) -> bytes | None:
+        if self._at_line_start and not self._pending and _plain_line(data):
+            self._add_line(data)  # the session feeds line by line: most calls are one ordinary line
+            return None
         self._pending += data
         pending = self._pending
         while pending:
@@ -122,6 +135,15 @@ class DataReceiver:
         self._check_line(self._column)
         if self.error is None:
             self._parts.append(piece)
+
+    def _add_line(self, line: bytes) -> None:
+        """`_emit` for one whole line with nothing to normalise, at the start of an output line."""
+        self.size += len(line)
+        if self.error is None and self.size > self.max_size:
+            self._fail(DataError.TOO_BIG)
+        self._check_line(len(line) - 2)
+        if self.error is None:
+            self._parts.append(line)
 
     def _check_line(self, length: int) -> None:
         if self.error is None and length > self.max_line_length:

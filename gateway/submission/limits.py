@@ -10,7 +10,15 @@ client's log) can tell which one they met:
     `500 5.5.2` after the data, RFC 5321 section 4.5.3.1.10's "500 Line too long". We refuse rather
     than fold: folding would break the DKIM signature and change what the user wrote;
   - commands per session: `421 4.7.0` and the connection is closed;
-  - idle time: `421 4.4.2` and close (RFC 5321 section 4.5.3.2.7 suggests 5 minutes);
+  - time: `421 4.4.2` and close. Each command line (and each AUTH exchange) must be complete
+    within `idle_timeout` of the previous command (RFC 5321 section 4.5.3.2.7 suggests 5 minutes):
+    the clock is not reset by partial lines, so a client that trickles a byte a second cannot hold
+    a session. The message data has a deadline too (`DataDeadline`): it starts at `idle_timeout`
+    and grows with each octet received by 1/`data_min_rate` seconds, never to more than
+    `idle_timeout` ahead, so a message may take as long as it needs at an average of
+    `data_min_rate` octets per second (Postfix's `smtpd_min_data_rate`, 500 by default) and no
+    longer. A message cut off by a deadline is never relayed. A whole session lasts at most
+    `session_seconds`, however busy;
   - failed logins: `AuthThrottle` below.
 
 Pure: the caller passes the time (STYLE principle 2), so the tests need no sleep.
@@ -36,6 +44,8 @@ class Limits:
     max_line_length: int = 998
     max_commands: int = 1000
     idle_timeout: float = 300.0
+    data_min_rate: int = 500
+    session_seconds: float = 3600.0
     auth_max_failures: int = 5
     auth_lockout_seconds: float = 900.0
     auth_failure_delay: float = 1.0
@@ -48,10 +58,32 @@ class Limits:
             max_line_length=config.max_line_length,
             max_commands=config.max_commands,
             idle_timeout=config.idle_timeout,
+            data_min_rate=config.data_min_rate,
+            session_seconds=config.session_seconds,
             auth_max_failures=config.auth_max_failures,
             auth_lockout_seconds=config.auth_lockout_seconds,
             auth_failure_delay=config.auth_failure_delay,
         )
+
+
+@dataclass(slots=True)
+class DataDeadline:
+    """When the message data must be complete: starts `limit` seconds ahead, and each octet
+    received moves it 1/`min_rate` seconds on, but never more than `limit` seconds ahead of now
+    (Postfix, `smtpd_min_data_rate` with `smtpd_per_request_deadline`)."""
+
+    limit: float
+    min_rate: int
+    at: float
+
+    @classmethod
+    def start(cls, limit: float, min_rate: int, now: float) -> DataDeadline:
+        return cls(limit, min_rate, now + limit)
+
+    def received(self, octets: int, now: float) -> float:
+        """Count `octets` that arrived at `now`; the seconds left (0 or less: too late)."""
+        self.at = min(now + self.limit, self.at + octets / self.min_rate)
+        return self.at - now
 
 
 @dataclass(slots=True)

@@ -1,6 +1,9 @@
-"""Who may use which envelope sender, and the signed sender each recipient gets.
+"""Which envelope addresses a user may submit, and the signed sender each recipient gets.
 
-Design invariant 7: an authenticated user may only use their own addresses as sender: their
+`address_syntax`: submission takes plain addresses only, so that the address the proxy checks and
+signs for is the address the upstream delivers to (the upstream trusts the proxy as a local
+client and would apply its old routing rules to anything else). Design invariant 7: an
+authenticated user may only use their own addresses as sender: their
 primary and extra addresses, an alias that routes to them alone, or a multi-target alias of
 which they are a direct member (a role address they share). Invariant 1: a message is signed
 once, at submission: `MessageSigner` makes the time-limited signature once per message, so
@@ -10,12 +13,18 @@ seed 003 "Envelope-dependent recipients"); recipients with a fixed tag get their
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from signed_sender import Keyring, MalformedAddress, Policy, SigningError, sign, sign_fixed, strip_tag
 
+from ..addresses import InvalidAddress, normalize_address
+from ..routing import routing_targets
 from ..snapshot import Snapshot, SnapshotUser
 from ..store.records import Mode, ResolutionKind
+
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,35 @@ class SenderCheck:
     @property
     def ok(self) -> bool:
         return self.user is not None
+
+
+def address_syntax(address: str) -> str | None:
+    """Why `address` cannot be a submitted sender or recipient, or None if it can.
+
+    Refused, each with the reason for the reply (`501 5.1.7` for a sender, `501 5.1.3` for a
+    recipient, as Postfix answers): white space or control characters (a bare CR in a command
+    line); bytes that are not UTF-8 (aiosmtpd hands them on as surrogates); an address literal
+    `user@[192.0.2.1]` (RFC 5321 section 4.1.3), which bypasses the domain the signing and the
+    fixed tags are keyed on; old routing syntax (`gateway.routing`: the percent hack, bang paths,
+    a quoted local part hiding an `@`), which the upstream may route elsewhere than it reads;
+    and whatever the store itself would not accept (`gateway.addresses.normalize_address`: more
+    or fewer than one `@`, a local part that is not a dot-atom or longer than 64 octets, a bad
+    domain, more than 254 octets; RFC 5321 sections 4.1.2 and 4.5.3.1). A source route
+    (`<@relay:user@domain>`) never gets here: aiosmtpd drops it, as RFC 5321 section 4.1.1.3 asks.
+    """
+    if _CONTROL_OR_SPACE.search(address):
+        return f"{address!r} contains white space or control characters"
+    if _SURROGATE.search(address):
+        return f"{address!r} is not valid UTF-8"
+    if address.rpartition("@")[2].startswith("["):
+        return f"{address} is an address literal; use the domain name"
+    if routing_targets(address):
+        return f"{address} uses old routing syntax (%, ! or a quoted @); write the plain address"
+    try:
+        normalize_address(address)
+    except InvalidAddress as exc:
+        return str(exc)
+    return None
 
 
 def _candidates(address: str, delimiters: str) -> list[str]:
@@ -95,4 +133,4 @@ class MessageSigner:
         return sign_fixed(self.mail_from, fixed_id, self.keyring, self.policy)
 
 
-__all__ = ["MessageSigner", "SenderCheck", "SigningError", "check_sender", "owns"]
+__all__ = ["MessageSigner", "SenderCheck", "SigningError", "address_syntax", "check_sender", "owns"]

@@ -34,7 +34,7 @@ from .auth import Authenticator, AuthOutcome
 from .dkim_sign import DkimSigner, header_from
 from .esmtp import MailParams, RcptParams
 from .limits import AuthThrottle, Limits
-from .plan import MessageSigner, check_sender, owns
+from .plan import MessageSigner, address_syntax, check_sender, owns
 from .received import TLSInfo, received
 from .session import SubmissionEnvelope, SubmissionSMTP
 from .tls import server_context
@@ -127,6 +127,10 @@ class SubmissionHandler:
         if snapshot is None:
             return "451 4.3.0 The user directory is not loaded yet; try again later"
         sender = "" if address == "<>" else address
+        problem = address_syntax(sender) if sender else None
+        if problem is not None:
+            log.info("sender refused login=%s reply=501 5.1.7 %s", server.login, problem)
+            return f"501 5.1.7 Bad sender address syntax: {problem}"
         check = check_sender(server.login, sender, snapshot, self.policy, self.delimiters)
         if not check.ok or check.user is None:
             log.info("sender refused login=%s sender=<%s> reply=%d %s", server.login, sender, check.code, check.text)
@@ -150,6 +154,11 @@ class SubmissionHandler:
         self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str, params: RcptParams
     ) -> str:
         assert isinstance(envelope, SubmissionEnvelope) and envelope.transaction is not None
+        # RFC 5321 section 4.5.1: <postmaster> without a domain must be accepted; the upstream qualifies it.
+        problem = None if address.lower() == "postmaster" else address_syntax(address)
+        if problem is not None:
+            log.info("recipient refused login=%s reply=501 5.1.3 %s", server.login, problem)
+            return f"501 5.1.3 Bad recipient address syntax: {problem}"
         if len(envelope.rcpt_tos) >= self.limits.max_recipients:
             return f"452 4.5.3 Too many recipients: at most {self.limits.max_recipients}; send the rest separately"
         reply = await envelope.transaction.add_recipient(address, params)

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from email.utils import formataddr, formatdate, getaddresses, make_msgid
 
+from .plan import address_syntax
 from .sendmail_args import SendmailError, Sysexit
 
 _FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")  # RFC 5322 ftext, then ":" (obsolete WSP before it tolerated)
@@ -84,9 +85,14 @@ def read_message(data: bytes, ignore_dots: bool) -> LocalMessage:
 
 
 def checked_address(address: str, what: str) -> str:
-    """A plain ASCII local@domain, or SendmailError(NOUSER) saying what is wrong with it."""
+    """A plain ASCII local@domain, or SendmailError(NOUSER) saying what is wrong with it.
+
+    The proxy's rule (`plan.address_syntax`: no routing syntax, address literals or overlong parts)
+    holds here too, so that local submission is no way around it."""
     if not _ADDRESS.fullmatch(address):
         raise SendmailError(Sysexit.NOUSER, f"{what} {address!r} is not a full address (user@domain)")
+    if (problem := address_syntax(address)) is not None:
+        raise SendmailError(Sysexit.NOUSER, f"{what} refused: {problem}")
     return address
 
 

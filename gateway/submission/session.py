@@ -10,7 +10,10 @@ aiosmtpd). What aiosmtpd 1.4 does not do as a submission proxy must is done here
   - MAIL and RCPT keep their parameters' case and accept the DSN ones (`esmtp`);
   - DATA is read by `content.DataReceiver` (smuggling, line length); aiosmtpd's loop is not used;
   - the idle timer answers `421 4.4.2` before closing (RFC 5321 section 3.8: a server SHOULD say
-    why) and is paused while the upstream is being waited for, which is not the client's idleness;
+    why) and is paused while the upstream is being waited for, which is not the client's idleness.
+    aiosmtpd restarts it at each command, not at each read, so it is a deadline for the next
+    command line or AUTH response, however slowly its bytes trickle in; during DATA it follows
+    `limits.DataDeadline` instead, so a message must average `data_min_rate` octets per second;
   - every command counts against `max_commands`: then `421 4.7.0` and close.
 
 This reaches into aiosmtpd's protected attributes (`_smtp_methods`, `_reset_timeout`, `_reader`,
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 from base64 import b64decode
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,12 +36,16 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope
 
 from .content import DataError, DataReceiver
 from .esmtp import ParamError, parse_mail, parse_rcpt
+from .limits import DataDeadline
 
 if TYPE_CHECKING:
     from .proxy import SubmissionHandler
     from .transaction import Transaction
 
 log = logging.getLogger("antiforgery.submission")
+
+#: Control characters a command line must not hold (its CR LF is gone by now); TAB is white space.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 #: RFC 5321 section 4.5.3.1.4 gives 512 octets; RFC 1870, 3461, 6531 add room for their parameters.
 COMMAND_LIMITS = {"MAIL": 512 + 26 + 10 + 110 + 14, "RCPT": 512 + 500 + 30}
@@ -67,6 +75,10 @@ class SubmissionSMTP(SMTP):
         self.handler = handler
         self.client = "unknown"
         self.commands = 0
+        self.data_deadline: DataDeadline | None = None  # set while the message data is being read
+        self.session_limit: asyncio.TimerHandle | None = None
+        self.relaying = False  # waiting for the upstream (see busy)
+        self.expired = False  # the session limit passed while relaying
         self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit, COMMAND_LIMITS)
         self._smtp_methods = {name: self._counted(method) for name, method in self._smtp_methods.items()}
 
@@ -76,11 +88,28 @@ class SubmissionSMTP(SMTP):
         if self.transport is None:  # the first call; a second one comes after STARTTLS
             peer: Any = transport.get_extra_info("peername")
             self.client = str(peer[0]) if peer else "unknown"
+            self.session_limit = self.loop.call_later(self.handler.limits.session_seconds, self._session_too_long)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self.session_limit is not None:
+            self.session_limit.cancel()
         self._close_transaction(self.envelope)
         super().connection_lost(error)
+
+    def _session_too_long(self) -> None:
+        """421 and close, whatever the client is doing, except while we wait for the upstream's
+        answer to a message (closing then could leave it delivered but unanswered, and sent twice):
+        then as soon as that answer is passed on. A message the client was still sending is not
+        relayed; the client sends it again on a new connection."""
+        if self.relaying:
+            self.expired = True  # busy() calls again once the upstream's answer is on its way
+            return
+        log.info("client=%s session longer than %gs; closing", self.client, self.handler.limits.session_seconds)
+        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
+            self.transport.write(f"421 4.4.2 {self.hostname} Session too long; closing connection\r\n".encode())
+        if self.transport is not None:
+            self.transport.close()
 
     def _create_envelope(self) -> Envelope:
         """A new envelope at RSET, HELO/EHLO, STARTTLS and after DATA: the old transaction ends."""
@@ -93,9 +122,20 @@ class SubmissionSMTP(SMTP):
             envelope.transaction = None
 
     def _timeout_cb(self) -> None:
+        if self.data_deadline is not None and (left := self.data_deadline.at - self.loop.time()) > 0:
+            self._reset_timeout(left)  # data arrived since the timer was set: the deadline moved on
+            return
         if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
-            log.info("client=%s idle for %gs; closing", self.client, self.handler.limits.idle_timeout)
-            self.transport.write(f"421 4.4.2 {self.hostname} Idle timeout; closing connection\r\n".encode("ascii"))
+            limits = self.handler.limits
+            if self.data_deadline is not None:
+                log.info(
+                    "client=%s sent message data slower than %d octets/s; closing", self.client, limits.data_min_rate
+                )
+                reply = f"421 4.4.2 {self.hostname} Message data too slow; closing connection"
+            else:
+                log.info("client=%s sent no complete command within %gs; closing", self.client, limits.idle_timeout)
+                reply = f"421 4.4.2 {self.hostname} Idle timeout; closing connection"
+            self.transport.write(f"{reply}\r\n".encode("ascii"))
         if self.transport is not None:
             self.transport.close()  # as aiosmtpd's own callback: connection_lost cleans up
 
@@ -104,9 +144,13 @@ class SubmissionSMTP(SMTP):
         """Pause the idle timer while we, not the client, are the slow side (waiting on the upstream)."""
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
+        self.relaying = True
         try:
             yield
         finally:
+            self.relaying = False
+            if self.expired:
+                self.loop.call_soon(self._session_too_long)  # after the reply now being pushed
             if self.transport is not None:
                 self._reset_timeout()
 
@@ -212,23 +256,30 @@ class SubmissionSMTP(SMTP):
             return False
         return True
 
-    def _address(self, keyword: str, arg: str | None) -> tuple[str | None, list[str]]:
+    def _address(self, keyword: str, arg: str | None, bad_syntax: str) -> tuple[str, list[str]]:
+        """The address and the parameters; ParamError `501 5.5.4` without the keyword, `bad_syntax`
+        for an address that does not parse or a command with control characters in it (a bare CR,
+        which aiosmtpd's parser would take for white space and drop)."""
         stripped = self._strip_command_keyword(keyword, arg or "")
         if not stripped:
-            return None, []
+            raise ParamError(
+                f"501 5.5.4 Syntax: {'MAIL FROM' if keyword == 'FROM:' else 'RCPT TO'}:<address> [parameters]"
+            )
+        if _CONTROL.search(stripped):
+            raise ParamError(f"{bad_syntax}: the command contains control characters")
         address, rest = self._getaddr(stripped)
+        if address is None:
+            raise ParamError(f"{bad_syntax}: {stripped.split()[0][:100]!r} is not an address")
         return address, (rest or "").split()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if not await self._transaction_ready("MAIL"):
             return
         assert self.envelope is not None and self.session is not None
-        address, words = self._address("FROM:", arg)
         try:
             if self.envelope.mail_from is not None:
                 raise ParamError("503 5.5.1 Nested MAIL command")
-            if address is None:
-                raise ParamError("501 5.5.4 Syntax: MAIL FROM:<address> [parameters]")
+            address, words = self._address("FROM:", arg, "501 5.1.7 Bad sender address syntax")
             params = parse_mail(words, self.handler.limits.max_message_size)
             if not (address.isascii() or params.smtputf8):
                 raise ParamError("553 5.6.7 Non-ASCII sender requires SMTPUTF8")
@@ -242,10 +293,10 @@ class SubmissionSMTP(SMTP):
         if not await self._transaction_ready("RCPT"):
             return
         assert self.envelope is not None and self.session is not None
-        address, words = self._address("TO:", arg)
         try:
+            address, words = self._address("TO:", arg, "501 5.1.3 Bad recipient address syntax")
             if not address or address == "<>":
-                raise ParamError("501 5.5.4 Syntax: RCPT TO:<address> [parameters]")
+                raise ParamError("501 5.1.3 Bad recipient address syntax: a recipient cannot be empty")
             params = parse_rcpt(words)
             if not (address.isascii() or self.envelope.smtp_utf8):
                 raise ParamError("553 5.6.7 Non-ASCII recipient requires SMTPUTF8")
@@ -269,16 +320,26 @@ class SubmissionSMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         limits = self.handler.limits
         receiver = DataReceiver(limits.max_message_size, limits.max_line_length)
-        while True:
-            try:
-                chunk = await self._reader.readuntil(b"\r\n")
-            except asyncio.LimitOverrunError as exc:
-                chunk = await self._reader.read(exc.consumed)
-            except asyncio.IncompleteReadError:
-                return  # the client went away mid-message; connection_lost ends the transaction
-            self._reset_timeout()  # data arriving is not idleness (RFC 5321 section 4.5.3.2.5)
-            if receiver.feed(chunk) is not None:
-                break
+        deadline = self.data_deadline = DataDeadline.start(limits.idle_timeout, limits.data_min_rate, self.loop.time())
+        self._reset_timeout(limits.idle_timeout)
+        try:
+            while True:
+                try:
+                    chunk = await self._reader.readuntil(b"\r\n")
+                except asyncio.LimitOverrunError as exc:
+                    chunk = await self._reader.read(exc.consumed)
+                except asyncio.IncompleteReadError:
+                    return  # the client went away mid-message; connection_lost ends the transaction
+                # Data arriving buys time, but only as much as it is worth (limits.DataDeadline). The
+                # deadline only moves forward, so the timer is re-armed when it fires, not per line
+                # (rescheduling it for every line was a tenth of the proxy's CPU, issue 7).
+                deadline.received(len(chunk), self.loop.time())
+                if receiver.feed(chunk) is not None:
+                    break
+        finally:
+            self.data_deadline = None
+        if self.transport is not None and not self.transport.is_closing():
+            self._reset_timeout()  # the timer was last armed for the data deadline, maybe about to fire
         refusals = {
             DataError.TOO_BIG: f"552 5.3.4 Message exceeds the limit of {limits.max_message_size} octets",
             DataError.LINE_TOO_LONG: f"500 5.5.2 Line too long: at most {limits.max_line_length} characters per line",

@@ -76,9 +76,8 @@ class Upstream:
     async def open(cls, host: str, port: int, helo: str, timeout: float) -> Upstream | Reply:
         """Connect, read the greeting, EHLO (HELO if refused); a failure is the Reply for the client."""
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=MAX_REPLY_LINE), timeout
-            )
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port, limit=MAX_REPLY_LINE)
         except TimeoutError:
             return unreachable(f"no connection to {host}:{port} within {timeout:g}s")
         except OSError as exc:
@@ -103,7 +102,8 @@ class Upstream:
         codes: set[int] = set()
         try:
             while len(lines) < MAX_REPLY_LINES:
-                raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout or self.timeout)
+                async with asyncio.timeout(timeout or self.timeout):
+                    raw = await self.reader.readuntil(b"\n")
                 match = _REPLY_LINE.fullmatch(raw.rstrip(b"\r\n"))
                 codes.add(int(match[1]) if match else 0)
                 if match is None or len(codes) > 1:
@@ -153,7 +153,8 @@ class Upstream:
         """QUIT politely if the connection is sound and not in DATA (abandoning the message), then close it."""
         if self.broken is None and not self.in_data:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.command("QUIT"), min(self.timeout, 5.0))
+                async with asyncio.timeout(min(self.timeout, 5.0)):
+                    await self.command("QUIT")
         await self.abort()
 
     async def abort(self) -> None:
@@ -162,14 +163,16 @@ class Upstream:
             self.broken = broken("connection closed")
         self.writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
 
     async def _write(self, data: bytes) -> Reply | None:
         if self.broken is not None:
             return self.broken
         try:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self.writer.drain()
         except TimeoutError:
             return await self._break(broken(f"did not take data within {self.timeout:g}s"))
         except OSError:

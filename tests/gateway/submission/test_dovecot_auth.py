@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Dovecot, dovecot_password_hash, free_port
+from components import Dovecot, dovecot_password_hash, free_port
 
 from gateway import config
 from gateway.store import Store

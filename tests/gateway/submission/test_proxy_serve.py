@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import free_port
+from components import free_port
 from cryptography import x509
 
 from callout.rules import rules_from

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import free_port
-from proxy_harness import PASSWORD, RunningProxy, add_users
+from components import free_port
+from proxy_harness import PASSWORD, RunningProxy
 
 from gateway.store import Store
 from gateway.submission.auth import StoreAuthenticator
@@ -27,12 +27,6 @@ MESSAGE = b"From: alice@example.ac.uk\r\nTo: bob@other.org\r\nSubject: hi\r\n\r\
 
 def plain(login: str, password: str) -> str:
     return base64.b64encode(f"\0{login}\0{password}".encode()).decode()
-
-
-@pytest.fixture
-def users(sqlite_store: Store) -> Store:
-    add_users(sqlite_store)
-    return sqlite_store
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 
 from gateway import config
 from gateway.config import ConfigError
+from gateway.submission.limits import Limits
 
 
 def test_template_has_the_proxy_off_and_parses(tmp_path: Path) -> None:
@@ -17,6 +18,8 @@ def test_template_has_the_proxy_off_and_parses(tmp_path: Path) -> None:
     assert submission.listen == ""
     assert submission.tls_cert_file == str(tmp_path.resolve() / "tls.crt")
     assert submission.max_recipients == 100 and submission.max_line_length == 998
+    assert submission.idle_timeout == 300.0 and submission.data_min_rate == 500
+    assert Limits.from_config(submission) == Limits()  # the proxy's own defaults are the configuration's
 
 
 def test_paths_are_resolved_and_dkim_file_names_keep_their_case(tmp_path: Path) -> None:
@@ -39,6 +42,7 @@ def test_paths_are_resolved_and_dkim_file_names_keep_their_case(tmp_path: Path) 
         ("max_recipients = 0\n", r"max_recipients must be at least 1"),
         ("max_line_length = 2000\n", r"max_line_length must be between 78 and 998"),
         ("idle_timeout = 0\n", r"idle_timeout must be a positive number"),
+        ("data_min_rate = 0\n", r"data_min_rate must be at least 1"),
         ('dkim_keys = ["example.ac.uk"]\n', r"dkim_keys: 'example.ac.uk' is not domain=selector:key-file"),
         ("allow_auth_without_tls = true\n", r"unknown setting \[submission\] allow_auth_without_tls"),
     ],
