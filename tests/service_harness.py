@@ -12,8 +12,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from callout.decision import Rules
+from callout.exchange import Exchanges, serve
 from callout.service import VerificationService
-from callout.streams import Session, serve
 from gateway.store import Store
 from signed_sender import Key, Keyring
 
@@ -39,7 +39,7 @@ class RunningService:
         self.call(self.service.start())
         return self
 
-    def listen(self, name: str, session: Session) -> int:
+    def listen(self, name: str, session: Exchanges) -> int:
         """Start an adapter on a free loopback port and return the port."""
         server = self.call(serve(name, "127.0.0.1", 0, session))
         self.servers.append(server)

@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from conftest import Exim
+from components import Exim
 from service_harness import KEYRING, RunningService
 
 from callout import readsocket_server

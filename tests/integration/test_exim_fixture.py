@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from conftest import Exim, EximError
+from components import Exim, EximError
 
 ADDRESS = "alice@example.ac.uk"
 PRVS = re.compile(r"prvs=(\d)(\d{3})([0-9a-f]{6})=(.+)")

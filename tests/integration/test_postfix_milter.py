@@ -6,7 +6,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from conftest import Postfix, SmtpSink
+from components import Postfix, SmtpSink
 from service_harness import KEYRING, RunningService
 
 from callout import milter_server

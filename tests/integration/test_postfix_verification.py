@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Postfix, SmtpSink
+from components import Postfix, SmtpSink
 from service_harness import KEYRING, RunningService
 
 from callout import milter_server, policy_server

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Postfix, SmtpSink, free_port
+from components import ROOT, Postfix, SmtpSink, free_port
 from service_harness import KEYRING
 
 from gateway import keyfile
