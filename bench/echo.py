@@ -1,8 +1,9 @@
-"""The floor under every adapter: an echo server that does no work, on asyncio streams or a Protocol.
+"""The floor under every adapter: an echo server that decides nothing, on asyncio streams or as our adapters run.
 
-`python -m bench.echo streams|protocol PORT` answers each netstring `x` with `OK x`. The streams
-variant runs on `callout.streams` exactly as our adapters do; the Protocol variant answers in
-`data_received`, without a task per read. Their CPU per request is what an adapter costs before it
+`python -m bench.echo streams|protocol PORT` answers each netstring `x` with `OK x`. "protocol" runs
+on `callout.exchange`, exactly as our adapters do (an asyncio Protocol answering in `data_received`);
+"streams" reads and writes through asyncio streams with a task per connection, as the adapters did
+before issue 7 measured the difference. Their CPU per request is what an adapter costs before it
 decides anything (bench/run prints both).
 """
 
@@ -11,31 +12,38 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from callout.exchange import serve
 from callout.netstring import NetstringParser, encode
-from callout.streams import answer_each, serve
 
 
-class EchoProtocol(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+class Echo:
+    def __init__(self) -> None:
         self.parser = NetstringParser()
 
-    def data_received(self, data: bytes) -> None:
-        for payload in self.parser.feed(data):
-            self.transport.write(encode(b"OK " + payload))
+    def feed(self, data: bytes) -> list[bytes]:
+        return self.parser.feed(data)
+
+    def respond(self, payload: bytes) -> bytes:
+        return encode(b"OK " + payload)
+
+    def finish(self) -> list[bytes]:
+        return []
+
+
+async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    echo = Echo()
+    while data := await reader.read(8192):
+        for payload in echo.feed(data):
+            writer.write(echo.respond(payload))
+        await writer.drain()
+    writer.close()
 
 
 async def main(kind: str, port: int) -> None:
     if kind == "streams":
-
-        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            parser = NetstringParser()
-            await answer_each(reader, writer, parser.feed, lambda payload: encode(b"OK " + payload))
-
-        await serve("echo", "127.0.0.1", port, session)
+        await asyncio.start_server(echo_stream, "127.0.0.1", port, reuse_address=True)
     else:
-        await asyncio.get_running_loop().create_server(EchoProtocol, "127.0.0.1", port)
+        await serve("echo", "127.0.0.1", port, Echo)
     await asyncio.Event().wait()
 
 

@@ -19,8 +19,8 @@ section; CPU per request is the server process tree's user+system time (/proc/PI
 measured requests, with the client on the other core. Timings on a busy machine vary: compare the
 ratios, which are measured in one run, rather than absolute numbers across sections.
 
-Still to come (needs the submission proxy): the submission proxy against Postfix's smtp-sink and a
-plain aiosmtpd sink, messages/s and CPU per message.
+The submission proxy is measured against Postfix's smtp-sink and a plain aiosmtpd sink
+(bench/submission.py says how): messages/s and CPU per message.
 """
 
 

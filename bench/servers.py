@@ -3,6 +3,8 @@
 Our verification service runs as `antiforgery serve` from a generated configuration, as it is
 deployed; postsrsd and postgrey run from their Debian packages with private state directories
 (their system services are never started: scripts/setup-system stops them after installing).
+The submission benchmark adds Postfix's smtp-sink (the proxy's next hop, and a baseline) and a
+plain aiosmtpd sink (bench/sink.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .client import wait_for_port
 from .store import DOMAIN, BenchStore
@@ -73,7 +76,38 @@ def _workdir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _config(store: BenchStore, ports: dict[str, int]) -> str:
+@contextlib.contextmanager
+def _running(
+    name: str, argv: list[str], ports: dict[str, int], workdir: Path, wait: int, **popen: Any
+) -> Iterator[Server]:
+    """Start `argv` logging to workdir/server.log; yield once its first port answers; stop it after."""
+    with (workdir / "server.log").open("wb") as log:
+        started = time.monotonic()
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **popen)
+        server = Server(name, process, ports, workdir)
+        try:
+            wait_for_port(next(iter(ports.values())), wait)
+            server.ready_seconds = time.monotonic() - started
+            yield server
+        finally:
+            _stop(process)
+
+
+def _submission(ports: dict[str, int], upstream: int) -> str:
+    """The proxy as deployed (the example configuration's limits and Argon2id logins from the store),
+    except that loopback clients may log in without STARTTLS: the sinks it is compared with have
+    no TLS either, and a webmail on the same host is the case that setting exists for."""
+    return f"""
+[submission]
+listen = "127.0.0.1:{ports["submission"]}"
+hostname = "bench.{DOMAIN}"
+upstream = "127.0.0.1:{upstream}"
+allow_auth_without_tls_on_loopback = true
+"""
+
+
+def _config(store: BenchStore, ports: dict[str, int], upstream: int | None = None) -> str:
+    submission = _submission(ports, upstream) if upstream is not None else ""
     return f"""[site]
 domains = ["{DOMAIN}"]
 authserv_id = "bench.{DOMAIN}"
@@ -99,16 +133,22 @@ callout_burst = 1000000
 callout_max_recipients = 100000000
 callout_max_sessions = 100
 callout_session_seconds = 86400.0
-"""
+{submission}"""
 
 
 @contextlib.contextmanager
-def antiforgery(store: BenchStore, log_level: str = "info", timeout: float = 900.0) -> Iterator[Server]:
-    """`antiforgery serve` on the bench store; ready once its first snapshot is loaded."""
+def antiforgery(
+    store: BenchStore, log_level: str = "info", timeout: float = 900.0, submission_upstream: int | None = None
+) -> Iterator[Server]:
+    """`antiforgery serve` on the bench store; ready once its first snapshot is loaded.
+
+    With `submission_upstream` (a port on loopback), the submission proxy runs too (port "submission").
+    """
     with _workdir("antiforgery-bench-") as workdir:
-        ports = {name: free_port() for name in ("policy", "socketmap", "callout")}
+        names = ("policy", "socketmap", "callout") + (("submission",) if submission_upstream is not None else ())
+        ports = {name: free_port() for name in names}
         config = workdir / "antiforgery.toml"
-        config.write_text(_config(store, ports))
+        config.write_text(_config(store, ports, submission_upstream))
         config.chmod(0o600)
         log = (workdir / "server.log").open("wb")
         started = time.monotonic()
@@ -149,29 +189,17 @@ def postsrsd(domain: str = "srs.example.net") -> Iterator[Server]:
         secret.write_text(secrets.token_urlsafe(32) + "\n")
         secret.chmod(0o600)
         ports = {"forward": free_port(), "reverse": free_port()}
-        log = (workdir / "server.log").open("wb")
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [
-                binary,
-                f"-s{secret}",
-                f"-d{domain}",
-                "-l127.0.0.1",
-                "-4",
-                f"-f{ports['forward']}",
-                f"-r{ports['reverse']}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        server = Server("postsrsd", process, ports, workdir)
-        try:
-            wait_for_port(ports["forward"], 30)
-            server.ready_seconds = time.monotonic() - started
+        argv = [
+            binary,
+            f"-s{secret}",
+            f"-d{domain}",
+            "-l127.0.0.1",
+            "-4",
+            f"-f{ports['forward']}",
+            f"-r{ports['reverse']}",
+        ]
+        with _running("postsrsd", argv, ports, workdir, 30) as server:
             yield server
-        finally:
-            _stop(process)
-            log.close()
 
 
 @contextlib.contextmanager
@@ -183,33 +211,56 @@ def postgrey() -> Iterator[Server]:
         dbdir.mkdir()
         shutil.chown(dbdir, "postgrey", "postgrey")
         port = free_port()
-        log = (workdir / "server.log").open("wb")
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [binary, f"--inet=127.0.0.1:{port}", f"--dbdir={dbdir}", "--delay=60"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
-        )
-        server = Server("postgrey", process, {"policy": port}, workdir)
-        try:
-            wait_for_port(port, 60)
-            server.ready_seconds = time.monotonic() - started
+        argv = [binary, f"--inet=127.0.0.1:{port}", f"--dbdir={dbdir}", "--delay=60"]
+        env = {**os.environ, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        with _running("postgrey", argv, {"policy": port}, workdir, 60, env=env) as server:
             yield server
-        finally:
-            _stop(process)
-            log.close()
 
 
 @contextlib.contextmanager
 def echo(kind: str) -> Iterator[Server]:
     """bench/echo.py: the cost of an adapter that decides nothing ("streams" or "protocol")."""
     with _workdir("echo-bench-") as workdir:
-        port = free_port()
-        process = subprocess.Popen([sys.executable, "-m", "bench.echo", kind, str(port)], cwd=ROOT)
-        server = Server(f"echo ({kind})", process, {"echo": port}, workdir)
-        try:
-            wait_for_port(port, 30)
+        argv = [sys.executable, "-m", "bench.echo", kind, str(port := free_port())]
+        with _running(f"echo ({kind})", argv, {"echo": port}, workdir, 30, cwd=ROOT) as server:
             yield server
-        finally:
-            _stop(process)
+
+
+def _postfix_tool(name: str) -> str:
+    found = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/lib/postfix/sbin") / name) if p.exists()), None
+    )
+    if found is None:
+        raise RuntimeError(f"{name} not found: it comes with Debian's postfix package (sudo scripts/setup-system)")
+    return found
+
+
+def smtp_source() -> str:
+    """Postfix's smtp-source, the load generator the sinks are also measured with."""
+    return _postfix_tool("smtp-source")
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[Server]:
+    """Postfix's smtp-sink on a loopback port, appending every message to `dump` (one file, read by
+    the benchmark to check what arrived), as the postfix user (it refuses to run as root)."""
+    binary = _postfix_tool("smtp-sink")
+    with _workdir("smtp-sink-bench-") as workdir:
+        dumps = workdir / "dump"
+        dumps.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(dumps, "postfix", "postfix")
+        port = free_port()
+        user = ["-u", "postfix"] if os.geteuid() == 0 else []
+        argv = [binary, *user, "-D", str(dumps / "messages"), f"127.0.0.1:{port}", "1024"]
+        with _running("smtp-sink", argv, {"smtp": port}, workdir, 30) as server:
+            yield server
+
+
+@contextlib.contextmanager
+def aiosmtpd_sink() -> Iterator[Server]:
+    """bench/sink.py: aiosmtpd's SMTP engine answering 250 to every message, keeping nothing."""
+    with _workdir("aiosmtpd-sink-bench-") as workdir:
+        argv = [sys.executable, "-m", "bench.sink", str(port := free_port())]
+        with _running("aiosmtpd sink", argv, {"smtp": port}, workdir, 30, cwd=ROOT) as server:
+            yield server

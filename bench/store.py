@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import column, create_engine, insert, table, text
 
-from gateway import keyfile
+from gateway import keyfile, passwords
 from gateway.store import Store, head_revision
 from signed_sender import Keyring, Policy, sign
 
@@ -217,4 +217,15 @@ def clear_events(store: BenchStore) -> None:
     engine = create_engine(store.url)
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM events"))
+    engine.dispose()
+
+
+def set_password(store: BenchStore, indices: list[int], password: str) -> None:
+    """Give these users a password for SMTP AUTH (one Argon2id hash with the service's parameters)."""
+    hashed = passwords.hash_password(password)
+    engine = create_engine(store.url)
+    with engine.begin() as connection:
+        update = text("UPDATE users SET password_hash = :h WHERE login = :l")
+        for i in indices:
+            connection.execute(update, {"h": hashed, "l": login(i)})
     engine.dispose()
