@@ -25,6 +25,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from gateway import eventloop
+
 from . import report, servers, smtp_client, submission, workload
 from .client import POLICY, SOCKETMAP_SIGN, TCP_TABLE, Connection, Protocol, Run, drive
 from .measure import Result, measure
@@ -79,6 +81,12 @@ def _verdict(ratio: float, goal: float) -> str:
 
 
 SECTIONS = ("sign", "policy", "callout", "floor", "submission")
+#: The echo floors (bench/echo.py): result key, server kind, event loop, row name.
+FLOORS = (
+    ("floor_streams", "streams", "asyncio", "asyncio streams"),
+    ("floor_protocol", "protocol", "asyncio", "callout.exchange on asyncio"),
+    ("floor_uvloop", "protocol", "uvloop", "callout.exchange on uvloop"),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", action="append", choices=SECTIONS, help="run only this part (repeatable; default: all)"
     )
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    parser.add_argument(
+        "--event-loop", choices=eventloop.LOOPS, default=eventloop.DEFAULT, help="the loop `antiforgery serve` runs on"
+    )
     args = parser.parse_args(argv)
     only = set(args.only or SECTIONS)
 
@@ -114,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         # The proxy's next hop; started first, since the proxy's configuration names its port.
         sink = stack.enter_context(servers.smtp_sink()) if "submission" in only else None
-        ours = stack.enter_context(servers.antiforgery(store, submission_upstream=sink.ports["smtp"] if sink else None))
+        upstream = sink.ports["smtp"] if sink else None
+        ours = stack.enter_context(servers.antiforgery(store, submission_upstream=upstream, event_loop=args.event_loop))
         ready, rss = ours.ready_seconds, rss_bytes(ours.pid)
         say(f"antiforgery ready in {ready:.1f} s, RSS {rss / MiB:.0f} MiB")
 
@@ -157,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         rss_end = rss_bytes(ours.pid)
 
     if "floor" in only:
-        for kind in ("streams", "protocol"):
-            with servers.echo(kind) as floor:
-                say(f"floor: asyncio {kind} echo")
-                results[f"floor_{kind}"] = measure(
-                    f"echo, {'asyncio streams' if kind == 'streams' else 'callout.exchange'} (floor)",
+        for key, kind, loop, name in FLOORS:
+            with servers.echo(kind, loop) as floor:
+                say(f"floor: {name}")
+                results[key] = measure(
+                    f"echo, {name} (floor)",
                     floor.pid,
                     *_loop(floor.ports["echo"], SOCKETMAP_SIGN, load.sign_keys, n, seconds),
                 )
@@ -169,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"Machine: {machine}.",
         f"Store: {store.users:,} users, {store.blacklisted:,} blacklisted tags (SQLite); "
-        f"`antiforgery serve` ready (snapshot loaded) in {ready:.1f} s, RSS {rss / MiB:.0f} MiB "
+        f"`antiforgery serve --event-loop {args.event_loop}` ready (snapshot loaded) in {ready:.1f} s,"
+        f" RSS {rss / MiB:.0f} MiB "
         f"after loading, {rss_end / MiB:.0f} MiB at the end.",
     ]
     if results:
@@ -216,7 +229,7 @@ def _verification_lines(results: dict[str, Result]) -> list[str]:
             f"- Callouts: {results['callout'].rate:,.0f}/s, p99 {results['callout'].p99_ms:.3f} ms per callout"
             " (MAIL FROM:<>, RCPT TO, RSET: three round trips)."
         )
-    if "floor_streams" in results and "floor_protocol" in results:
+    if all(key in results for key, *_ in FLOORS):
         srs_cost = (
             f"; postsrsd's whole request costs {results['sign_postsrsd'].cpu_us:.0f} us"
             if ("sign_postsrsd" in results)
@@ -224,8 +237,9 @@ def _verification_lines(results: dict[str, Result]) -> list[str]:
         )
         lines.append(
             f"- Floor: a netstring echo that decides nothing costs {results['floor_streams'].cpu_us:.0f} us of CPU"
-            f" per request on asyncio streams (as our adapters ran before issue 7) and"
-            f" {results['floor_protocol'].cpu_us:.0f} us on callout.exchange's Protocol (as they run now){srs_cost}."
+            f" per request on asyncio streams (as our adapters ran before issue 7),"
+            f" {results['floor_protocol'].cpu_us:.0f} us on callout.exchange's Protocol on the standard loop and"
+            f" {results['floor_uvloop'].cpu_us:.0f} us on uvloop (as `serve` runs now){srs_cost}."
         )
     return lines
 

@@ -1,6 +1,7 @@
 """The floor under every adapter: an echo server that decides nothing, on asyncio streams or as our adapters run.
 
-`python -m bench.echo streams|protocol PORT` answers each netstring `x` with `OK x`. "protocol" runs
+`python -m bench.echo streams|protocol PORT [uvloop|asyncio]` answers each netstring `x` with `OK x`
+on the named event loop (default uvloop, as `antiforgery serve` runs). "protocol" runs
 on `callout.exchange`, exactly as our adapters do (an asyncio Protocol answering in `data_received`);
 "streams" reads and writes through asyncio streams with a task per connection, as the adapters did
 before issue 7 measured the difference. Their CPU per request is what an adapter costs before it
@@ -14,6 +15,7 @@ import sys
 
 from callout.exchange import serve
 from callout.netstring import NetstringParser, encode
+from gateway import eventloop
 
 
 class Echo:
@@ -48,4 +50,6 @@ async def main(kind: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    loop = sys.argv[3] if len(sys.argv) > 3 else eventloop.DEFAULT
+    with asyncio.Runner(loop_factory=eventloop.loop_factory(loop)) as runner:
+        runner.run(main(sys.argv[1], int(sys.argv[2])))

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway import eventloop
+
 from .client import wait_for_port
 from .store import DOMAIN, BenchStore
 
@@ -138,7 +140,11 @@ callout_session_seconds = 86400.0
 
 @contextlib.contextmanager
 def antiforgery(
-    store: BenchStore, log_level: str = "info", timeout: float = 900.0, submission_upstream: int | None = None
+    store: BenchStore,
+    log_level: str = "info",
+    timeout: float = 900.0,
+    submission_upstream: int | None = None,
+    event_loop: str = eventloop.DEFAULT,
 ) -> Iterator[Server]:
     """`antiforgery serve` on the bench store; ready once its first snapshot is loaded.
 
@@ -153,7 +159,7 @@ def antiforgery(
         log = (workdir / "server.log").open("wb")
         started = time.monotonic()
         process = subprocess.Popen(
-            [str(ANTIFORGERY), "--config", str(config), "serve", "--log-level", log_level],
+            [str(ANTIFORGERY), "--config", str(config), "serve", "--log-level", log_level, "--event-loop", event_loop],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -218,11 +224,11 @@ def postgrey() -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def echo(kind: str) -> Iterator[Server]:
-    """bench/echo.py: the cost of an adapter that decides nothing ("streams" or "protocol")."""
+def echo(kind: str, loop: str = eventloop.DEFAULT) -> Iterator[Server]:
+    """bench/echo.py: the cost of an adapter that decides nothing ("streams" or "protocol") on `loop`."""
     with _workdir("echo-bench-") as workdir:
-        argv = [sys.executable, "-m", "bench.echo", kind, str(port := free_port())]
-        with _running(f"echo ({kind})", argv, {"echo": port}, workdir, 30, cwd=ROOT) as server:
+        argv = [sys.executable, "-m", "bench.echo", kind, str(port := free_port()), loop]
+        with _running(f"echo ({kind}, {loop})", argv, {"echo": port}, workdir, 30, cwd=ROOT) as server:
             yield server
 
 
@@ -258,9 +264,9 @@ def smtp_sink() -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def aiosmtpd_sink() -> Iterator[Server]:
-    """bench/sink.py: aiosmtpd's SMTP engine answering 250 to every message, keeping nothing."""
+def aiosmtpd_sink(loop: str = eventloop.DEFAULT) -> Iterator[Server]:
+    """bench/sink.py: aiosmtpd's SMTP engine answering 250 to every message, keeping nothing, on `loop`."""
     with _workdir("aiosmtpd-sink-bench-") as workdir:
-        argv = [sys.executable, "-m", "bench.sink", str(port := free_port())]
-        with _running("aiosmtpd sink", argv, {"smtp": port}, workdir, 30, cwd=ROOT) as server:
+        argv = [sys.executable, "-m", "bench.sink", str(port := free_port()), loop]
+        with _running(f"aiosmtpd sink ({loop})", argv, {"smtp": port}, workdir, 30, cwd=ROOT) as server:
             yield server

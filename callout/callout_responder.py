@@ -50,6 +50,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client import Counter
 
 from gateway.config import Config, ConfigError
+from gateway.eventloop import open_for_writing
 
 from .decision import Action, Decision
 from .forward import ForwardCheck, forward_from
@@ -249,8 +250,8 @@ class CalloutSMTP(SMTP):
         client = str(peer[0]) if peer else "unknown"
         refusal = self.handler.open_session(client)
         if refusal is not None:
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(refusal.encode("ascii") + b"\r\n")
+            if (writable := open_for_writing(transport)) is not None:
+                writable.write(refusal.encode("ascii") + b"\r\n")
             transport.close()  # aiosmtpd never sees this connection
             return
         self._client = client
@@ -267,10 +268,10 @@ class CalloutSMTP(SMTP):
         super().connection_lost(error)
 
     def _session_expired(self) -> None:
-        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
+        if (transport := open_for_writing(self.transport)) is not None:
             REFUSED.labels("session_time").inc()
-            self.transport.write(f"421 4.4.2 {self.hostname} Session time limit reached; closing\r\n".encode("ascii"))
-            self.transport.close()
+            transport.write(f"421 4.4.2 {self.hostname} Session time limit reached; closing\r\n".encode("ascii"))
+            transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
         """354 after an accepted RCPT, then whatever is sent is read, kept nowhere, and refused.

@@ -8,7 +8,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from gateway import snapshot
+from gateway import eventloop, snapshot
 from gateway.cli.context import Context, UsageError
 from gateway.config import parse_listen
 
@@ -19,6 +19,12 @@ from .rules import rules_from
 def register(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the verification service (policy, socketmap, ...)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--event-loop",
+        default=eventloop.DEFAULT,
+        choices=eventloop.LOOPS,
+        help=f"asyncio event loop to run on (default: {eventloop.DEFAULT}; see gateway/eventloop.py)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     check = commands.add_parser("check", help="print the decision the service would take, and why")
@@ -47,7 +53,13 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
         # callout command, a fifth of the responder's CPU (issue 7). Our own lines say what matters.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
     config, _ = ctx.config, ctx.keyring  # fail fast, with one line, on a bad config or key file
-    asyncio.run(run(config))
+    try:
+        factory = eventloop.loop_factory(args.event_loop)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    logging.getLogger("antiforgery.serve").info("running on the %s event loop", args.event_loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run(config))
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from service_harness import KEYRING
 
-from gateway import passwords
+from gateway import eventloop, passwords
 from gateway.directory import Directory
 from gateway.store import Store
 from gateway.store.records import Mode
@@ -48,7 +48,7 @@ def add_users(store: Store) -> None:
 class RunningProxy:
     def __init__(self, store: Store, upstream_port: int, workdir: Path, **options: Any) -> None:
         self.store = store
-        self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_event_loop()  # the loop `antiforgery serve` runs on
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.directory = Directory(store, refresh_seconds=0.2)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from callout.decision import Rules
 from callout.exchange import Exchanges, serve
 from callout.service import VerificationService
+from gateway import eventloop
 from gateway.store import Store
 from signed_sender import Key, Keyring
 
@@ -26,7 +27,7 @@ class RunningService:
         self.store = store
         self.rules = rules
         self.keyring = rules.keyring
-        self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_event_loop()  # the loop `antiforgery serve` runs on
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.service = VerificationService(store, rules, refresh_seconds=refresh_seconds)

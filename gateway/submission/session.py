@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope
 
+from ..eventloop import open_for_writing
 from .content import DataError, DataReceiver
 from .esmtp import ParamError, parse_mail, parse_rcpt
 from .limits import DataDeadline
@@ -106,8 +107,8 @@ class SubmissionSMTP(SMTP):
             self.expired = True  # busy() calls again once the upstream's answer is on its way
             return
         log.info("client=%s session longer than %gs; closing", self.client, self.handler.limits.session_seconds)
-        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
-            self.transport.write(f"421 4.4.2 {self.hostname} Session too long; closing connection\r\n".encode())
+        if (transport := open_for_writing(self.transport)) is not None:
+            transport.write(f"421 4.4.2 {self.hostname} Session too long; closing connection\r\n".encode())
         if self.transport is not None:
             self.transport.close()
 
@@ -125,7 +126,7 @@ class SubmissionSMTP(SMTP):
         if self.data_deadline is not None and (left := self.data_deadline.at - self.loop.time()) > 0:
             self._reset_timeout(left)  # data arrived since the timer was set: the deadline moved on
             return
-        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
+        if (transport := open_for_writing(self.transport)) is not None:
             limits = self.handler.limits
             if self.data_deadline is not None:
                 log.info(
@@ -135,7 +136,7 @@ class SubmissionSMTP(SMTP):
             else:
                 log.info("client=%s sent no complete command within %gs; closing", self.client, limits.idle_timeout)
                 reply = f"421 4.4.2 {self.hostname} Idle timeout; closing connection"
-            self.transport.write(f"{reply}\r\n".encode("ascii"))
+            transport.write(f"{reply}\r\n".encode("ascii"))
         if self.transport is not None:
             self.transport.close()  # as aiosmtpd's own callback: connection_lost cleans up
 

@@ -1,5 +1,8 @@
 """callout.exchange: the connection rules every adapter gets, on a real loopback socket with a toy exchange.
 
+The rules are proven on both event loops `serve` can run on (gateway/eventloop.py): uvloop's
+transports buffer, pause and close in their own code, not in asyncio's.
+
 Requests are lines; `respond` echoes them, except: `slow` is answered after a delay (an awaited
 reply, as the policy adapter's call-forward), `quit` ends the session with a last reply, `boom`
 is a bug in the adapter, `bad` is a protocol error in `feed`.
@@ -16,6 +19,7 @@ from collections.abc import Awaitable, Iterator
 import pytest
 
 from callout.exchange import CloseConnection, serve
+from gateway import eventloop
 
 
 class Lines:
@@ -53,8 +57,8 @@ class Lines:
 
 
 class Server:
-    def __init__(self, idle_seconds: float = 30.0) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, idle_seconds: float = 30.0, loop: str = eventloop.DEFAULT) -> None:
+        self.loop = eventloop.new_event_loop(loop)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         future = asyncio.run_coroutine_threadsafe(serve("toy", "127.0.0.1", 0, Lines, idle_seconds), self.loop)
@@ -70,9 +74,9 @@ class Server:
         self.thread.join(5)
 
 
-@pytest.fixture
-def server() -> Iterator[Server]:
-    running = Server()
+@pytest.fixture(params=eventloop.LOOPS)
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    running = Server(loop=request.param)
     yield running
     running.stop()
 
@@ -115,8 +119,9 @@ def test_requests_before_the_peer_shuts_down_are_answered_then_closed(server: Se
         assert read_all(sock) == b"slow done\nlast line without LF\n"
 
 
-def test_a_silent_client_is_dropped_and_a_talking_one_kept() -> None:
-    running = Server(idle_seconds=0.3)
+@pytest.mark.parametrize("loop", eventloop.LOOPS)
+def test_a_silent_client_is_dropped_and_a_talking_one_kept(loop: str) -> None:
+    running = Server(idle_seconds=0.3, loop=loop)
     try:
         with running.connect() as silent, running.connect() as talking:
             started = time.monotonic()
@@ -160,11 +165,12 @@ def server_connections(port: int) -> list[str]:
     return [row[3] for row in rows if int(row[1].rsplit(":", 1)[1], 16) == port and row[3] != "0A"]
 
 
-def test_a_client_that_never_reads_its_replies_is_aborted_not_kept() -> None:
+@pytest.mark.parametrize("loop", eventloop.LOOPS)
+def test_a_client_that_never_reads_its_replies_is_aborted_not_kept(loop: str) -> None:
     """close() waits for the replies to be flushed; a peer that never reads them would hold the
     connection and its buffer for ever, so it is aborted an idle time after the close. 40 MB of
     replies are asked for: more than the kernel's socket buffers can take off the server."""
-    running = Server(idle_seconds=0.3)
+    running = Server(idle_seconds=0.3, loop=loop)
     try:
         with running.connect() as sock:
             sock.sendall((b"big" + b"r" * 100 + b"\n") * 2000)
