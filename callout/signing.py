@@ -19,11 +19,13 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import re
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from signed_sender import AlreadyTagged, SignedTooLong, SigningError, sign
+from signed_sender import AlreadyTagged, Key, Keyring, Policy, SignedTooLong, SigningError, sign
+from signed_sender.native import HOUR
 
 from .decision import sender_owner
 from .service import VerificationService
@@ -50,10 +52,46 @@ class Signing:
     address: str
 
 
+_SPACE = re.compile(r"\s")
+
+
 def is_whole_address(text: str) -> bool:
     """`local@domain` with both parts present; Postfix-style partial keys (`@domain`, `user`, `user@`) are not."""
     local, at, domain = text.rpartition("@")
-    return bool(at and local and domain) and not any(ch.isspace() for ch in domain)
+    return bool(at and local and domain) and _SPACE.search(domain) is None
+
+
+class SignedCache:
+    """Signed addresses already made this hour, to be handed out again instead of made again.
+
+    A tag carries the hour, not the second (signed_sender.native: TIME_CHARS), so `sign` gives
+    the same address for the same sender, key and hour: the cache returns exactly what signing
+    would, and a busy sender is signed once an hour instead of once a message (the HMAC and the
+    encoding were nearly half of a sign request, issue 7). Only the signing is skipped: who is
+    protected is looked up at every request, so an opt-out takes effect at once. The cache is
+    emptied when the hour, the key or the policy changes, and when it is full.
+    """
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._signed: dict[str, str] = {}
+        self._hour = -1
+        self._key: Key | None = None
+        self._policy: Policy | None = None
+
+    def sign(self, address: str, keyring: Keyring, now: float, policy: Policy) -> str:
+        hour, key = int(now) // HOUR, keyring.current
+        if hour != self._hour or key is not self._key or policy is not self._policy or len(self._signed) >= self.size:
+            self._signed.clear()
+            self._hour, self._key, self._policy = hour, key, policy
+        signed = self._signed.get(address)
+        if signed is None:
+            signed = self._signed[address] = sign(address, keyring, now, policy)
+        return signed
+
+
+#: One per process: every adapter signs with the one keyring `serve` loaded.
+_CACHE = SignedCache()
 
 
 def sign_sender(service: VerificationService, address: str, adapter: str) -> Signing:
@@ -78,7 +116,7 @@ def _sign(service: VerificationService, address: str) -> tuple[Outcome, str]:
     if user is None:
         return Outcome.NOT_PROTECTED, address
     try:
-        signed = sign(address, rules.keyring, service.clock(), rules.policy)
+        signed = _CACHE.sign(address, rules.keyring, service.clock(), rules.policy)
     except AlreadyTagged:
         return Outcome.ALREADY_TAGGED, address
     except SigningError as exc:  # SignedTooLong, MalformedAddress, a clock out of range
