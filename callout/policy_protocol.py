@@ -32,6 +32,8 @@ class PolicyParser:
     def feed(self, data: bytes) -> list[dict[str, str]]:
         """Requests completed by `data`. Complete lines are split off in one pass (issue 7: trimming
         the buffer line by line was a fifth of a policy request's CPU)."""
+        if not self._buffer and not self._count and (whole := self._whole_request(data)) is not None:
+            return [whole]
         self._buffer += data
         requests: list[dict[str, str]] = []
         if b"\n" in data:
@@ -59,6 +61,35 @@ class PolicyParser:
         if len(self._buffer) > MAX_LINE + 1:
             raise PolicyProtocolError("policy request line too long")
         return requests
+
+
+    def _whole_request(self, data: bytes) -> dict[str, str] | None:
+        """The request if `data` is exactly one well-formed request, else None for the line loop.
+
+        Postfix writes each request whole, in one write, and waits for the reply: almost every
+        read is one request. For such a read, no line can be too long (the whole is shorter than
+        one line may be), there is no CR to strip and no blank line to skip, so each line only
+        needs splitting: half the cost of the line loop (issue 7). Anything unusual goes to the
+        line loop, which decides; the fuzz tests hold the two to the same answers.
+        """
+        if (
+            len(data) > MAX_LINE
+            or not data.endswith(b"\n\n")
+            or data.find(b"\n\n") != len(data) - 2
+            or data.startswith(b"\n")
+            or b"\r" in data
+            or data.count(b"\n") > MAX_ATTRIBUTES + 1
+        ):
+            return None
+        keep = self.keep
+        request: dict[str, str] = {}
+        for line in data[:-2].split(b"\n"):
+            name, sep, value = line.partition(b"=")
+            if not sep or not name:
+                return None  # the line loop raises the error
+            if keep is None or name in keep:
+                request[name.decode("ascii", "replace")] = value.decode("utf-8", "surrogateescape")
+        return request
 
 
 def format_reply(action: str) -> bytes:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callout import http_server, milter_protocol, netstring, policy_protocol, readsocket_server
+from callout import http_server, milter_protocol, netstring, policy_protocol, policy_server, readsocket_server
 
 FUZZ = settings(max_examples=200, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 
@@ -77,10 +77,16 @@ POLICY_FRAGMENTS = [
 @FUZZ
 @given(wire(POLICY_FRAGMENTS), chunk_sizes)
 def test_policy_parser(data: bytes, sizes: list[int]) -> None:
+    """Fed whole, a single request takes the parser's fast path; cut, the line loop: same answers."""
     requests, _ = same_either_way(policy_protocol.PolicyParser, data, sizes, policy_protocol.PolicyProtocolError)
     for request in requests:
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in request.items())
         assert len(request) <= policy_protocol.MAX_ATTRIBUTES
+    kept, _ = same_either_way(
+        lambda: policy_protocol.PolicyParser(keep=policy_server.ATTRIBUTES),
+        data, sizes, policy_protocol.PolicyProtocolError,
+    )
+    assert kept == [{k: v for k, v in r.items() if k.encode() in policy_server.ATTRIBUTES} for r in requests]
 
 
 def test_policy_line_of_the_largest_size_is_accepted_whatever_the_chunking() -> None:
