@@ -49,6 +49,13 @@ class Listener(Protocol):
     async def listen(self, host: str, port: int) -> asyncio.Server: ...
 
 
+@runtime_checkable
+class Closing(Protocol):
+    """A listener that holds more than its server: the proxy's idle upstream connections."""
+
+    async def close(self) -> None: ...
+
+
 Adapter = Exchanges | Listener
 
 
@@ -105,9 +112,12 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     await directory.start()
     await service.start()
     servers = []
+    closing: list[Closing] = []
     try:
         for name, (listen, adapter) in adapters(config, service).items():
             host, port = parse_listen(listen)
+            if isinstance(adapter, Closing):
+                closing.append(adapter)
             if isinstance(adapter, Listener):
                 servers.append(await adapter.listen(host, port))
             else:
@@ -125,6 +135,8 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     finally:
         for server in servers:
             server.close()
+        for holder in closing:
+            await holder.close()
         await service.stop()
         await directory.stop()
         store.close()

@@ -164,6 +164,14 @@ class SubmissionConfig:
     upstream_timeout: float = 60.0
     #: Seconds for the upstream's reply after the end of a message (RFC 5321 section 4.5.3.2.6: 10 minutes).
     upstream_data_timeout: float = 600.0
+    #: Seconds an upstream connection is kept open after a transaction, for the next one to skip
+    #: connecting, the greeting and EHLO (Postfix's smtp_connection_cache_time_limit); each idle
+    #: connection holds an smtpd process upstream. 0 = a new connection for every transaction.
+    upstream_reuse_seconds: float = 2.0
+    #: Seconds after it was opened that a connection is no longer reused, however busy it is kept
+    #: (Postfix's smtp_connection_reuse_time_limit), and how many idle ones are kept at most.
+    upstream_reuse_max_seconds: float = 300.0
+    upstream_reuse_max_idle: int = 10
     #: PEM certificate chain and private key for STARTTLS (RFC 3207); both or neither.
     tls_cert_file: str = ""
     tls_key_file: str = ""
@@ -261,9 +269,11 @@ _SECTIONS: dict[str, type] = {
 
 #: Lists whose entries are not folded to lower case (they hold file names).
 _KEEP_CASE = {"dkim_keys"}
+#: Numbers for which 0 means "off" rather than a mistake.
+_ZERO_IS_OFF = {"upstream_reuse_seconds"}
 
 
-def _coerce(where: str, expected: Any, value: Any, keep_case: bool = False) -> Any:
+def _coerce(where: str, expected: Any, value: Any, keep_case: bool = False, zero_is_off: bool = False) -> Any:
     """Check one value against its dataclass field type, converting the few TOML-to-Python cases."""
     if expected == "tuple[str, ...]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -274,8 +284,9 @@ def _coerce(where: str, expected: Any, value: Any, keep_case: bool = False) -> A
             raise ConfigError(f"{where} must be a non-empty path string")
         return Path(value)
     if expected == "float":
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{where} must be a positive number")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or value < 0 or (value == 0 and not zero_is_off):
+            raise ConfigError(f"{where} must be {'0 (off) or ' if zero_is_off else ''}a positive number")
         return float(value)
     python_type = {"str": str, "int": int, "bool": bool}[expected]
     if not isinstance(value, python_type) or (python_type is int and isinstance(value, bool)):
@@ -291,7 +302,10 @@ def _section(path: Path, name: str, raw: Any) -> Any:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"{path}: unknown setting {', '.join(f'[{name}] {k}' for k in unknown)}")
-    values = {k: _coerce(f"{path}: [{name}] {k}", known[k].type, v, k in _KEEP_CASE) for k, v in raw.items()}
+    values = {
+        k: _coerce(f"{path}: [{name}] {k}", known[k].type, v, k in _KEEP_CASE, k in _ZERO_IS_OFF)
+        for k, v in raw.items()
+    }
     return cls(**values)
 
 
@@ -396,7 +410,14 @@ def _check_submission(path: Path, base: Path, submission: SubmissionConfig) -> S
                 parse_listen(value)
             except ValueError as exc:
                 raise ConfigError(f"{where} {name}: {exc}") from None
-    for name in ("max_message_size", "max_recipients", "max_commands", "data_min_rate", "auth_max_failures"):
+    for name in (
+        "max_message_size",
+        "max_recipients",
+        "max_commands",
+        "data_min_rate",
+        "auth_max_failures",
+        "upstream_reuse_max_idle",
+    ):
         if getattr(submission, name) < 1:
             raise ConfigError(f"{where} {name} must be at least 1")
     if submission.session_seconds <= 0:

@@ -4,7 +4,9 @@ Design invariant 7: without AUTH nothing is relayed (`530 5.7.0`, no open relay)
 TLS; the sender must be the user's own (`plan.check_sender`, `553 5.7.1` with the reason). Then
 invariant 1: the message is signed once, at MAIL FROM (`plan.MessageSigner`), and `transaction`
 relays it before-queue, one upstream transaction per envelope sender, with the upstream's own
-replies. At DATA the proxy adds its Received: header and, if configured, a DKIM signature on top.
+replies, over connections the handler keeps open a moment for the next transaction (`upstream_pool`,
+[submission] upstream_reuse_seconds; `close` at shutdown). At DATA the proxy adds its Received:
+header and, if configured, a DKIM signature on top.
 
 The directory snapshot is the one the verification service reads (`gateway.directory`, shared in
 `antiforgery serve`): a user opted in a second ago is signed at their next MAIL FROM. With no
@@ -40,6 +42,7 @@ from .session import SubmissionEnvelope, SubmissionSMTP
 from .tls import server_context
 from .transaction import Transaction
 from .upstream import Reply, Upstream
+from .upstream_pool import UpstreamPool
 
 log = logging.getLogger("antiforgery.submission")
 
@@ -67,6 +70,9 @@ class SubmissionHandler:
         allow_auth_without_tls_on_loopback: bool = False,
         upstream_timeout: float = 60.0,
         upstream_data_timeout: float = 600.0,
+        upstream_reuse_seconds: float = 2.0,
+        upstream_reuse_max_seconds: float = 300.0,
+        upstream_reuse_max_idle: int = 10,
         dkim: DkimSigner | None = None,
         delimiters: str = "",
         clock: Callable[[], float] = time.time,
@@ -82,6 +88,15 @@ class SubmissionHandler:
         self.allow_auth_without_tls_on_loopback = allow_auth_without_tls_on_loopback
         self.upstream_timeout = upstream_timeout
         self.upstream_data_timeout = upstream_data_timeout
+        self.pool = (  # idle upstream connections (`upstream_pool`); None: a new one for every transaction
+            UpstreamPool(
+                idle_seconds=upstream_reuse_seconds,
+                max_age=upstream_reuse_max_seconds,
+                max_idle=upstream_reuse_max_idle,
+            )
+            if upstream_reuse_seconds > 0
+            else None
+        )
         self.dkim = dkim
         self.delimiters = delimiters or policy.separator
         self.clock = clock
@@ -147,6 +162,7 @@ class SubmissionHandler:
             hostname=self.hostname,
             data_timeout=self.upstream_data_timeout,
             now=self._now,
+            pool=self.pool,
         )
         return f"250 2.1.0 Sender <{sender}> OK"
 
@@ -244,7 +260,7 @@ class SubmissionHandler:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC).astimezone()
 
     def background(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        """Run cleanup (closing upstream connections) without holding up the client."""
+        """Run cleanup (ending upstream transactions: RSET or close) without holding up the client."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -259,6 +275,14 @@ class SubmissionHandler:
         server = await asyncio.get_running_loop().create_server(self.protocol, host, port, reuse_address=True)
         log.info("submission listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
         return server
+
+    async def close(self) -> None:
+        """At shutdown, once the server stopped listening: finish the cleanups under way (they may
+        hand connections back to the pool), then QUIT every idle upstream connection."""
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5.0)
+        if self.pool is not None:
+            await self.pool.close()
 
 
 def handler_from(
@@ -282,6 +306,9 @@ def handler_from(
         allow_auth_without_tls_on_loopback=submission.allow_auth_without_tls_on_loopback,
         upstream_timeout=submission.upstream_timeout,
         upstream_data_timeout=submission.upstream_data_timeout,
+        upstream_reuse_seconds=submission.upstream_reuse_seconds,
+        upstream_reuse_max_seconds=submission.upstream_reuse_max_seconds,
+        upstream_reuse_max_idle=submission.upstream_reuse_max_idle,
         dkim=DkimSigner.from_entries(entries) if entries else None,
         delimiters=config.verification.recipient_delimiters,
     )

@@ -2,10 +2,14 @@
 
 Seed 003, "Envelope-dependent recipients": a message is signed once, but a recipient with a fixed
 tag gets its own fixed sender. One SMTP transaction has one MAIL FROM, so the recipients are split
-into groups by sender, each with its own upstream connection, opened when its first recipient
-arrives. Every RCPT is sent to its group's upstream at once and the client gets that upstream's
-own reply (design invariant 6: no 250 before the next hop said 250); a group whose connection or
-MAIL FROM failed gives that failure to each of its recipients.
+into groups by sender, each with its own upstream connection (an idle one from `upstream_pool`,
+else a new one), taken when its first recipient arrives. Every RCPT is sent to its group's upstream
+at once and the client gets that upstream's own reply (design invariant 6: no 250 before the next
+hop said 250); a group whose connection or MAIL FROM failed gives that failure to each of its
+recipients. A reused connection the upstream closed while it was idle is found out by that MAIL
+(no answer, or 421): the MAIL is sent once more on a new connection, since neither the client nor
+the upstream has been told anything about the transaction yet (`upstream`); any other reply to
+MAIL, such as 451 or 550 on a live connection, is the group's failure as it stands.
 
 DATA, with several groups, cannot be atomic: the upstream accepts each copy separately, and an
 accepted copy cannot be taken back. So the order is chosen to make a mixed result as rare as SMTP
@@ -29,6 +33,16 @@ allows, and to lose nothing when it happens anyway:
 A final reply that never comes (a timeout after our final dot) is ambiguous: the upstream may have
 queued the copy. It counts as a failure; if it was the first, the client's retry may duplicate that
 copy, which is how every SMTP client has to treat a lost final reply (RFC 1047).
+
+A connection goes back to the pool only at a clean protocol boundary (`_release`): after the
+upstream's own 2xx to our end of data, or after its 250 to RSET, sent after a 5xx there or when the
+transaction ended before it (the client's RSET, a refused DATA, a group whose recipients were all
+refused). RFC 5321 section 4.1.1.4 says the end of data ends the transaction whatever the reply,
+but Postfix keeps it open after its end-of-data restrictions refuse a message (the next MAIL gets
+`503 5.5.1 nested MAIL command`), hence the RSET. A connection in DATA is closed, since that is how
+a copy is abandoned; a broken one, one answered 421, or one whose copy got a 4xx at the end of
+data (an upstream in trouble: a full queue, a lost milter; a new connection gets a new smtpd
+process) is closed too.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ from .dsn import Failed, failure_report, wants_report
 from .esmtp import MailParams, ParamError, RcptParams, mail_arguments, rcpt_arguments
 from .plan import MessageSigner
 from .upstream import Reply, Upstream
+from .upstream_pool import UpstreamPool
 
 log = logging.getLogger("antiforgery.submission")
 
@@ -77,10 +92,12 @@ class Transaction:
         hostname: str,
         data_timeout: float,
         now: Callable[[], dt.datetime],
+        pool: UpstreamPool | None = None,
     ) -> None:
         self.signer = signer
         self.params = params
         self.open_upstream = open_upstream
+        self.pool = pool  # None: every connection is closed after its transaction
         self.hostname = hostname
         self.data_timeout = data_timeout
         self.now = now
@@ -96,7 +113,11 @@ class Transaction:
         group = self.groups.get(sender)
         if group is None:
             group = self.groups[sender] = Group(sender)
-            await self._open(group)
+            begun = await self._begin(sender, lambda upstream: mail_arguments(self.params, upstream.extensions))
+            if isinstance(begun, Reply):
+                group.failure = begun
+            else:
+                group.upstream = begun
         if group.failure is not None or group.upstream is None:
             return group.failure or Reply(451, ("4.3.0 Upstream transaction not open",), local=True)
         reply = await group.upstream.rcpt(recipient, rcpt_arguments(params, group.upstream.extensions))
@@ -104,23 +125,35 @@ class Transaction:
             group.recipients.append((recipient, params))
         return reply
 
-    async def _open(self, group: Group) -> None:
-        opened = await self.open_upstream()
-        if isinstance(opened, Reply):
-            group.failure = opened
-            return
+    async def _begin(
+        self, sender: str, arguments: Callable[[Upstream], list[str]], *, reuse: bool = True
+    ) -> Upstream | Reply:
+        """A connection whose upstream accepted MAIL FROM:<sender>, or the reply saying why there is none.
+
+        `arguments` gives the MAIL parameters for the connection's extensions (ParamError: refused
+        here). A reused connection that turns out dead is retried once on a new one (module docstring).
+        """
+        upstream = self.pool.take() if reuse and self.pool is not None else None
+        reused = upstream is not None
+        if upstream is None:
+            opened = await self.open_upstream()
+            if isinstance(opened, Reply):
+                return opened
+            upstream = opened
         try:
-            args = mail_arguments(self.params, opened.extensions)
+            args = arguments(upstream)
         except ParamError as exc:
-            group.failure = Reply(int(exc.reply[:3]), (exc.reply[4:],), local=True)
-            await opened.close()
-            return
-        reply = await opened.mail(group.sender, args)
-        if not reply.ok:
-            group.failure = reply
-            await opened.close()
-            return
-        group.upstream = opened
+            await upstream.close()
+            return Reply(int(exc.reply[:3]), (exc.reply[4:],), local=True)
+        reply = await upstream.mail(sender, args)
+        if reply.ok:
+            return upstream
+        lost = upstream.broken is not None  # no answer, closed, or 421: not a verdict on this MAIL
+        await upstream.close()
+        if reused and lost:
+            log.info("idle upstream connection lost (%s); MAIL again on a new one", str(reply).replace("\r\n", " "))
+            return await self._begin(sender, arguments, reuse=False)
+        return reply
 
     async def deliver(self, message: bytes) -> Outcome:
         """Hand the message to every group's upstream; see the module docstring for the order."""
@@ -131,23 +164,29 @@ class Transaction:
         if refusal is not None:
             await self.abort()
             return Outcome(refusal, [], [])
-        accepted: list[tuple[Group, Reply]] = []
-        refused: list[tuple[Group, Reply]] = []
-        for index, group in enumerate(live):
+        finished: list[tuple[Group, Reply]] = []
+        for group in live:
             assert group.upstream is not None
             reply = await group.upstream.finish(self.data_timeout)
-            if reply.ok:
-                accepted.append((group, reply))
-            elif not accepted:
-                await self.abort(live[index + 1 :])
+            finished.append((group, reply))
+            if not any(r.ok for _, r in finished):
+                await self._end(finished)  # and the groups not finished yet are abandoned
                 return Outcome(reply, [], [])
-            else:
-                refused.append((group, reply))
-        await self.abort()
+        await self._end(finished)
+        accepted = [(g, r) for g, r in finished if r.ok]
+        refused = [(g, r) for g, r in finished if not r.ok]
         done = [r for g, _ in accepted for r, _ in g.recipients]
         if not refused:
             return Outcome(accepted[0][1], done, [])
         return await self._report(message, accepted[0][1], done, refused)
+
+    async def _end(self, finished: list[tuple[Group, Reply]]) -> None:
+        """Release the finished groups' connections after their final replies, then end every other group."""
+        for group, reply in finished:
+            if group.upstream is not None:
+                upstream, group.upstream = group.upstream, None
+                await self._release(upstream, reply)
+        await self.abort()
 
     async def _report(
         self, message: bytes, first: Reply, done: list[str], refused: list[tuple[Group, Reply]]
@@ -177,27 +216,49 @@ class Transaction:
         return Outcome(first, done, reported)
 
     async def _send_report(self, recipient: str, report: bytes) -> Reply:
-        opened = await self.open_upstream()
-        if isinstance(opened, Reply):
-            return opened
-        try:
+        def arguments(upstream: Upstream) -> list[str]:
             args = []
-            if not report.isascii() and "8BITMIME" in opened.extensions:
+            if not report.isascii() and "8BITMIME" in upstream.extensions:
                 args.append("BODY=8BITMIME")
-            if self.params.smtputf8 and "SMTPUTF8" in opened.extensions:
+            if self.params.smtputf8 and "SMTPUTF8" in upstream.extensions:
                 args.append("SMTPUTF8")
-            for step in (opened.mail("", args), opened.rcpt(recipient, [])):
-                reply = await step
-                if not reply.ok:
-                    return reply
-            refusal = await opened.send_data(encode_for_data(report))
-            return refusal or await opened.finish(self.data_timeout)
-        finally:
-            await opened.close()
+            return args
 
-    async def abort(self, groups: list[Group] | None = None) -> None:
-        """Close upstream connections; a copy still in DATA is abandoned, never delivered."""
-        for group in list(self.groups.values()) if groups is None else groups:
+        begun = await self._begin("", arguments)
+        if isinstance(begun, Reply):
+            return begun
+        end_of_data = None
+        try:
+            reply = await begun.rcpt(recipient, [])
+            if not reply.ok:
+                return reply
+            refusal = await begun.send_data(encode_for_data(report))
+            if refusal is not None:
+                return refusal
+            end_of_data = await begun.finish(self.data_timeout)
+            return end_of_data
+        finally:
+            await self._release(begun, end_of_data)
+
+    async def abort(self) -> None:
+        """End the upstream transactions still open: a copy still in DATA is abandoned by closing its
+        connection, never delivered; a connection between commands is reset and kept for reuse."""
+        for group in list(self.groups.values()):
             if group.upstream is not None:
                 upstream, group.upstream = group.upstream, None
-                await upstream.close()
+                await self._release(upstream)
+
+    async def _release(self, upstream: Upstream, end_of_data: Reply | None = None) -> None:
+        """To the pool at a clean boundary (module docstring), else closed.
+
+        `end_of_data` is the upstream's reply to our final dot. A 2xx ends the transaction; after a
+        5xx, or without one (the transaction ended before it), the upstream must first say 250 to RSET."""
+        if self.pool is not None and upstream.reusable:
+            if end_of_data is not None and end_of_data.code < 500:
+                clean = end_of_data.ok
+            else:
+                clean = (await upstream.reset()).ok
+            if clean and upstream.reusable:
+                self.pool.put(upstream)
+                return
+        await upstream.close()

@@ -1,4 +1,4 @@
-"""The SMTP client side of the proxy: one connection to the upstream MTA per envelope sender.
+"""The SMTP client side of the proxy: connections to the upstream MTA, one transaction at a time.
 
 Before-queue relaying (design invariant 6): the proxy holds the client's session open while it
 talks to the upstream, and gives the client the upstream's own replies, so nothing is accepted
@@ -11,8 +11,21 @@ transaction; see `transaction`).
 
 Failures of our own making are replies too (`Reply.local`): cannot connect, `451 4.4.1` (RFC 3463
 X.4.1 "no answer from host"); a timeout or a lost connection after connecting, `451 4.4.2` ("bad
-connection"). A broken connection is closed and stays broken; nothing is retried behind the
-client's back, the client retries the whole transaction, as it would with any 4xx.
+connection"). A broken connection is closed and stays broken; so is one the upstream answered
+421, which announces that it closes the connection (RFC 5321 section 3.8).
+
+A connection outlives its transaction: `transaction` hands it to `upstream_pool` at a clean
+boundary, and the next transaction starts with its MAIL there instead of connecting, reading a
+greeting and sending EHLO again, as Postfix's SMTP connection cache does. `reusable` says whether
+a connection can be at such a boundary: not broken, not in DATA, no reply outstanding (a command
+cut short, or one another task is waiting for), not closed by the upstream.
+
+One thing is retried behind the client's back: the first MAIL FROM on a reused connection that
+turns out to be dead (no answer, closed, or 421: the upstream's idle timeout or a restart ended it
+while it sat in the pool) is sent once more on a new connection (`transaction`). That is safe
+because neither side has been told anything about the transaction: the client's RCPT that opened
+it is still waiting for its reply, and the upstream has no message. Nothing else is retried; the
+client retries the whole transaction, as it would with any 4xx.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from dataclasses import dataclass
 
 #: The longest reply line we read (RFC 5321 section 4.5.3.1.5 allows 512 with CRLF) and how many lines.
@@ -71,6 +85,8 @@ class Upstream:
         self.extensions: dict[str, str] = {}
         self.broken: Reply | None = None  # set once the connection can no longer be trusted
         self.in_data = False  # between the 354 and our final dot: only closing can end it now
+        self.pending = False  # a command was sent and its reply not read (yet, or ever: cut short)
+        self.opened_at = time.monotonic()
 
     @classmethod
     async def open(cls, host: str, port: int, helo: str, timeout: float) -> Upstream | Reply:
@@ -110,7 +126,9 @@ class Upstream:
                     return await self._break(broken("sent a malformed reply"))
                 lines.append((match[3] or b"").decode("utf-8", "replace").strip())
                 if match[2] != b"-":
-                    return Reply(codes.pop(), tuple(lines))
+                    reply = Reply(codes.pop(), tuple(lines))
+                    # 421: the upstream is closing the connection (RFC 5321 section 3.8); never reuse it.
+                    return await self._break(reply) if reply.code == 421 else reply
         except TimeoutError:
             return await self._break(broken(f"did not answer within {timeout or self.timeout:g}s"))
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -121,8 +139,10 @@ class Upstream:
         """Send one command line and read its reply."""
         if "\r" in line or "\n" in line:
             raise ValueError("a command line cannot contain CR or LF")
-        sent = await self._write(line.encode("utf-8", "surrogateescape") + b"\r\n")
-        return sent or await self.read_reply(timeout)
+        self.pending = True
+        reply = await self._write(line.encode("utf-8", "surrogateescape") + b"\r\n") or await self.read_reply(timeout)
+        self.pending = False
+        return reply
 
     async def mail(self, sender: str, args: list[str]) -> Reply:
         return await self.command(" ".join([f"MAIL FROM:<{sender}>", *args]))
@@ -143,15 +163,25 @@ class Upstream:
     async def finish(self, timeout: float) -> Reply:
         """Send the end-of-data; the upstream's verdict on the message (RFC 5321 section 4.1.1.4)."""
         self.in_data = False
-        return await self._write(b".\r\n") or await self.read_reply(timeout)
+        self.pending = True
+        reply = await self._write(b".\r\n") or await self.read_reply(timeout)
+        self.pending = False
+        return reply
 
-    async def reset(self) -> None:
-        if self.broken is None:
-            await self.command("RSET")
+    @property
+    def reusable(self) -> bool:
+        """At a boundary between commands, as far as we can tell without asking the upstream."""
+        sound = self.broken is None and not self.in_data and not self.pending
+        return sound and not self.reader.at_eof() and not self.writer.is_closing()
+
+    async def reset(self) -> Reply:
+        """RSET: the transaction is over, the connection can take the next one (RFC 5321 section 4.1.1.5)."""
+        return await self.command("RSET")
 
     async def close(self) -> None:
-        """QUIT politely if the connection is sound and not in DATA (abandoning the message), then close it."""
-        if self.broken is None and not self.in_data:
+        """QUIT politely if the connection is sound, not in DATA (abandoning the message) and not waiting
+        for a reply (another task's, or one cut short: QUIT would read it as its own), then close it."""
+        if self.broken is None and not self.in_data and not self.pending:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(min(self.timeout, 5.0)):
                     await self.command("QUIT")
@@ -169,6 +199,8 @@ class Upstream:
     async def _write(self, data: bytes) -> Reply | None:
         if self.broken is not None:
             return self.broken
+        if self.writer.is_closing():  # the upstream reset it (uvloop raises on a write to a closed transport)
+            return await self._break(broken("closed the connection"))
         try:
             self.writer.write(data)
             async with asyncio.timeout(self.timeout):

@@ -19,6 +19,7 @@ from typing import Any
 
 from components import free_port
 from cryptography import x509
+from recording_upstream import RecordingUpstream
 
 from callout.rules import rules_from
 from callout.serve import adapters, run
@@ -75,6 +76,7 @@ def test_the_proxy_shares_the_verification_services_directory(tmp_path: Path) ->
         listen, handler = adapters(config, service)["submission"]
         assert isinstance(handler, SubmissionHandler) and listen == config.submission.listen
         assert handler.directory is service.directory
+        assert handler.pool is not None and (handler.pool.idle_seconds, handler.pool.max_idle) == (2.0, 10)
     finally:
         store.close()
 
@@ -85,40 +87,69 @@ def sender_of(captured: str) -> str:
     return match[1]
 
 
-def test_serve_runs_the_proxy_and_an_opt_out_reaches_it(tmp_path: Path, smtp_sink: Any) -> None:
-    config_path, port = tmp_path / "antiforgery.toml", free_port()
-    init_site(config_path, smtp_sink.port, port)
-    config = load(config_path)
-    loop, stop = asyncio.new_event_loop(), asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete, args=(run(config, stop),), daemon=True)
-    thread.start()
-    context = ssl.create_default_context(cafile=config.submission.tls_cert_file)
-    message = b"From: alice@example.ac.uk\r\nSubject: x\r\n\r\nhi\r\n"
+class Serving:
+    """`antiforgery serve` (callout.serve.run) on a loop thread of its own, and a client that submits to it."""
 
-    def send() -> None:
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            client.starttls(context=context)  # verified against the certificate's 127.0.0.1 name
-            client.login("alice", "s3cret password")
-            client.sendmail("alice@example.ac.uk", ["bob@other.org"], message)
+    def __init__(self, config_path: Path, port: int) -> None:
+        self.config = load(config_path)
+        self.port = port
+        self.loop, self.stop_event = asyncio.new_event_loop(), asyncio.Event()
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(run(self.config, self.stop_event),), daemon=True
+        )
+        self.thread.start()
+        self.context = ssl.create_default_context(cafile=self.config.submission.tls_cert_file)
 
-    try:
+    def send(self, message: bytes = b"From: alice@example.ac.uk\r\nSubject: x\r\n\r\nhi\r\n") -> None:
+        """Submit one message as alice, waiting for the proxy to listen first."""
         deadline = time.monotonic() + 10
         while True:
             try:
-                send()
-                break
+                with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as client:
+                    client.starttls(context=self.context)  # verified against the certificate's 127.0.0.1 name
+                    client.login("alice", "s3cret password")
+                    client.sendmail("alice@example.ac.uk", ["bob@other.org"], message)
+                return
             except ConnectionRefusedError:
-                assert time.monotonic() < deadline and thread.is_alive(), "the proxy never listened"
+                assert time.monotonic() < deadline and self.thread.is_alive(), "the proxy never listened"
                 time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_serve_runs_the_proxy_and_an_opt_out_reaches_it(tmp_path: Path, smtp_sink: Any) -> None:
+    config_path, port = tmp_path / "antiforgery.toml", free_port()
+    init_site(config_path, smtp_sink.port, port)
+    serving = Serving(config_path, port)
+    try:
+        serving.send()
         assert sender_of(smtp_sink.messages(1)[0]).startswith("alice=s")
-        store = Store.open(config.store.url)
+        store = Store.open(serving.config.store.url)
         store.set_mode("alice", Mode.OFF)
         store.close()
         time.sleep(1.0)  # refresh_seconds = 0.2
-        send()
+        serving.send()
         signed, plain = smtp_sink.messages(2)
         assert sender_of(plain) == "alice@example.ac.uk" and sender_of(signed) != sender_of(plain)
     finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
+        serving.stop()
+
+
+def test_serve_quits_idle_upstream_connections_when_it_stops(tmp_path: Path, upstream: RecordingUpstream) -> None:
+    config_path, port = tmp_path / "antiforgery.toml", free_port()
+    init_site(config_path, upstream.port, port)
+    text = config_path.read_text().replace("[submission]\n", "[submission]\nupstream_reuse_seconds = 60\n", 1)
+    config_path.write_text(text)
+    serving = Serving(config_path, port)
+    try:
+        serving.send()
+        serving.send()  # a second session, the same upstream connection
+        assert upstream.connections == 1 and upstream.closed == 0
+    finally:
+        serving.stop()
+    assert not serving.thread.is_alive()
+    upstream.until(lambda: upstream.closed == 1, "the idle connection closed at shutdown")
+    assert upstream.verbs(0) == ["EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT", "DATA", "QUIT"]

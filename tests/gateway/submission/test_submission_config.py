@@ -20,6 +20,8 @@ def test_template_has_the_proxy_off_and_parses(tmp_path: Path) -> None:
     assert submission.max_recipients == 100 and submission.max_line_length == 998
     assert submission.idle_timeout == 300.0 and submission.data_min_rate == 500
     assert Limits.from_config(submission) == Limits()  # the proxy's own defaults are the configuration's
+    assert submission.upstream_reuse_seconds == 2.0 and submission.upstream_reuse_max_seconds == 300.0
+    assert submission.upstream_reuse_max_idle == 10
 
 
 def test_paths_are_resolved_and_dkim_file_names_keep_their_case(tmp_path: Path) -> None:
@@ -45,6 +47,10 @@ def test_paths_are_resolved_and_dkim_file_names_keep_their_case(tmp_path: Path) 
         ("data_min_rate = 0\n", r"data_min_rate must be at least 1"),
         ('dkim_keys = ["example.ac.uk"]\n', r"dkim_keys: 'example.ac.uk' is not domain=selector:key-file"),
         ("allow_auth_without_tls = true\n", r"unknown setting \[submission\] allow_auth_without_tls"),
+        ("upstream_reuse_seconds = -1\n", r"upstream_reuse_seconds must be 0 \(off\) or a positive number"),
+        ('upstream_reuse_seconds = "2s"\n', r"upstream_reuse_seconds must be 0 \(off\) or a positive number"),
+        ("upstream_reuse_max_seconds = 0\n", r"upstream_reuse_max_seconds must be a positive number"),
+        ("upstream_reuse_max_idle = 0\n", r"upstream_reuse_max_idle must be at least 1"),
     ],
 )
 def test_bad_submission_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -55,3 +61,8 @@ def test_bad_submission_settings_are_named(tmp_path: Path, text: str, message: s
 def test_loopback_exemption_lets_a_proxy_run_without_tls(tmp_path: Path) -> None:
     text = '[submission]\nlisten = "127.0.0.1:1587"\nallow_auth_without_tls_on_loopback = true\n'
     assert config.parse(tmp_path / "a.toml", text).submission.allow_auth_without_tls_on_loopback
+
+
+def test_upstream_reuse_can_be_turned_off_with_zero(tmp_path: Path) -> None:
+    submission = config.parse(tmp_path / "a.toml", "[submission]\nupstream_reuse_seconds = 0\n").submission
+    assert submission.upstream_reuse_seconds == 0.0
