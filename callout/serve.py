@@ -107,7 +107,8 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        # Not in the main thread (tests): the standard loop raises RuntimeError there, uvloop ValueError.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
     await directory.start()
     await service.start()

@@ -270,7 +270,7 @@ _SECTIONS: dict[str, type] = {
 #: Lists whose entries are not folded to lower case (they hold file names).
 _KEEP_CASE = {"dkim_keys"}
 #: Numbers for which 0 means "off" rather than a mistake.
-_ZERO_IS_OFF = {"upstream_reuse_seconds"}
+_ZERO_IS_OFF = {"upstream_reuse_seconds", "cache_seconds"}
 
 
 def _coerce(where: str, expected: Any, value: Any, keep_case: bool = False, zero_is_off: bool = False) -> Any:

@@ -98,8 +98,8 @@ class RunningProxy:
     def stop(self) -> None:
         async def shutdown() -> None:
             self.server.close()
+            await self.handler.close()  # QUITs the pooled upstream connections, as `serve` does
             await self.directory.stop()
-            await asyncio.sleep(0.1)  # let background closes of upstream connections finish
 
         try:
             self.call(shutdown())

@@ -24,7 +24,7 @@ from recording_upstream import RecordingUpstream
 from callout.rules import rules_from
 from callout.serve import adapters, run
 from callout.service import VerificationService
-from gateway import keyfile
+from gateway import eventloop, keyfile
 from gateway.cli import main as cli_main
 from gateway.config import load
 from gateway.store import Store
@@ -93,7 +93,7 @@ class Serving:
     def __init__(self, config_path: Path, port: int) -> None:
         self.config = load(config_path)
         self.port = port
-        self.loop, self.stop_event = asyncio.new_event_loop(), asyncio.Event()
+        self.loop, self.stop_event = eventloop.new_event_loop(), asyncio.Event()  # as `serve` runs
         self.thread = threading.Thread(
             target=self.loop.run_until_complete, args=(run(self.config, self.stop_event),), daemon=True
         )

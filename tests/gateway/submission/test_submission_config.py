@@ -66,3 +66,10 @@ def test_loopback_exemption_lets_a_proxy_run_without_tls(tmp_path: Path) -> None
 def test_upstream_reuse_can_be_turned_off_with_zero(tmp_path: Path) -> None:
     submission = config.parse(tmp_path / "a.toml", "[submission]\nupstream_reuse_seconds = 0\n").submission
     assert submission.upstream_reuse_seconds == 0.0
+
+
+def test_the_login_cache_can_be_turned_off_with_zero(tmp_path: Path) -> None:
+    """[auth] cache_seconds = 0 checks every password (the example file says so); -1 is a mistake."""
+    assert config.parse(tmp_path / "a.toml", "[auth]\ncache_seconds = 0\n").auth.cache_seconds == 0.0
+    with pytest.raises(config.ConfigError, match=r"\[auth\] cache_seconds must be 0 \(off\) or a positive number"):
+        config.parse(tmp_path / "a.toml", "[auth]\ncache_seconds = -1\n")
