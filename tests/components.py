@@ -227,6 +227,19 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a daemon started in the foreground (killed if it will not go) and close its stderr."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    if process.stderr is not None:
+        process.stderr.close()
+
+
 DOVECOT_BINARY = Path("/usr/sbin/dovecot")
 
 
@@ -305,15 +318,8 @@ service auth {{
         return self.process.stderr.read().decode(errors="replace")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+        if self.process is not None:
+            stop_process(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from components import Exim, SmtpSink, free_port, require_component
+from components import Exim, SmtpSink, free_port, require_component, stop_process
 from greylist_sink import GreylistSink
-from proxy_harness import PASSWORD, RunningProxy, add_users
+from proxy_harness import PASSWORD, RunningProxy
 from service_harness import KEYRING, LineClient, RunningService
 
 from callout import readsocket_server
@@ -145,14 +145,7 @@ class EximDaemon:
         return path.read_text(errors="replace")[-6000:] if path.exists() else ""
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+        stop_process(self.process)
 
 
 @dataclass
@@ -173,17 +166,6 @@ def files() -> Iterator[Path]:
     (path / "logins").write_text(LOGINS)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def service(sqlite_url: str) -> Iterator[RunningService]:
-    """The verification service on a store with alice (full) and bob (off), both with passwords."""
-    Store.upgrade(sqlite_url)
-    store = Store.open(sqlite_url)
-    add_users(store)
-    running = RunningService(store, Rules(keyring=KEYRING, policy=Policy())).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

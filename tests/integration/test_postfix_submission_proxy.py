@@ -20,13 +20,12 @@ from pathlib import Path
 import pytest
 from components import Postfix, SmtpSink, free_port, require_component
 from greylist_sink import GreylistSink
-from proxy_harness import PASSWORD, RunningProxy, add_users
+from proxy_harness import PASSWORD, RunningProxy
 from service_harness import KEYRING, RunningService
 
 from callout import milter_server, policy_server
-from callout.decision import Rules
 from gateway.store import Store
-from signed_sender import Policy, TagKind, verify
+from signed_sender import TagKind, verify
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "postfix"
 LISTENER = DEPLOY / "submission-proxy-master.cf"
@@ -51,17 +50,6 @@ class Gateway:
     proxy: RunningProxy
     postfix: Postfix
     listener: int  # the snippet's loopback port, [submission] upstream
-
-
-@pytest.fixture
-def service(sqlite_url: str) -> Iterator[RunningService]:
-    """The verification service on a store with alice (full) and bob (off), both with passwords."""
-    Store.upgrade(sqlite_url)
-    store = Store.open(sqlite_url)
-    add_users(store)
-    running = RunningService(store, Rules(keyring=KEYRING, policy=Policy())).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture
