@@ -18,7 +18,9 @@ allows, and to lose nothing when it happens anyway:
  1. every group gets DATA and the whole message, except the final `.CRLF`. If any group refuses
     DATA or fails while taking the octets, every copy is abandoned by closing its connection
     without the final dot (RFC 5321 section 3.3: such a transaction never happened) and the client
-    gets that group's reply: nothing was accepted, the client keeps its message and may retry;
+    gets that group's reply: nothing was accepted, the client keeps its message and may retry.
+    A single group (the usual case) gets its final dot in the same write: there is no other copy
+    to wait for, and a failure to take the octets is its reply all the same;
  2. then the groups are finished one by one. While none has accepted, a refusal abandons the rest
     the same way and the client gets the refusal: again nothing was accepted;
  3. once a copy was accepted, the remaining groups are still finished, and any that refuse are
@@ -108,6 +110,11 @@ class Transaction:
     def recipients(self) -> list[str]:
         return [r for g in self.groups.values() for r, _ in g.recipients]
 
+    @property
+    def open(self) -> bool:
+        """Whether any group still holds an upstream connection (that `abort` would end)."""
+        return any(g.upstream is not None for g in self.groups.values())
+
     async def add_recipient(self, recipient: str, params: RcptParams) -> Reply:
         sender = self.signer.sender_for(recipient)
         group = self.groups.get(sender)
@@ -159,7 +166,11 @@ class Transaction:
         """Hand the message to every group's upstream; see the module docstring for the order."""
         live = [g for g in self.groups.values() if g.recipients and g.upstream is not None]
         encoded = encode_for_data(message)
-        prepared = await asyncio.gather(*(g.upstream.send_data(encoded) for g in live if g.upstream))
+        if len(live) == 1 and live[0].upstream is not None:
+            # One copy: nothing to hold its end of data back for, so it goes in the same write.
+            prepared = [await live[0].upstream.send_data(encoded, with_end=True)]
+        else:
+            prepared = await asyncio.gather(*(g.upstream.send_data(encoded) for g in live if g.upstream))
         refusal = next((r for r in prepared if r is not None), None)
         if refusal is not None:
             await self.abort()

@@ -86,6 +86,7 @@ class Upstream:
         self.broken: Reply | None = None  # set once the connection can no longer be trusted
         self.in_data = False  # between the 354 and our final dot: only closing can end it now
         self.pending = False  # a command was sent and its reply not read (yet, or ever: cut short)
+        self.end_sent = False  # the message went with its final dot (`send_data`): `finish` only reads
         self.opened_at = time.monotonic()
 
     @classmethod
@@ -150,13 +151,21 @@ class Upstream:
     async def rcpt(self, recipient: str, args: list[str]) -> Reply:
         return await self.command(" ".join([f"RCPT TO:<{recipient}>", *args]))
 
-    async def send_data(self, encoded: bytes) -> Reply | None:
-        """DATA, and the dot-stuffed message without its final `.CRLF`; None when the upstream is ready."""
+    async def send_data(self, encoded: bytes, *, with_end: bool = False) -> Reply | None:
+        """DATA, and the dot-stuffed message without its final `.CRLF` (`finish` sends it); None
+        when the upstream is ready. With `with_end` the final dot goes in the same write, for a
+        copy that nothing holds back, and `finish` only reads the verdict."""
         if not encoded.endswith(b".\r\n"):
             raise ValueError("the message must be encoded with content.encode_for_data")
         reply = await self.command("DATA")
         if reply.code != 354:
             return reply
+        if with_end:
+            self.pending = self.end_sent = True  # the verdict is outstanding
+            failure = await self._write(encoded)
+            if failure is not None:  # the copy is abandoned: its final dot must not follow from the buffer
+                self.writer.transport.abort()
+            return failure
         self.in_data = True
         return await self._write(encoded[:-3])
 
@@ -164,8 +173,11 @@ class Upstream:
         """Send the end-of-data; the upstream's verdict on the message (RFC 5321 section 4.1.1.4)."""
         self.in_data = False
         self.pending = True
-        reply = await self._write(b".\r\n") or await self.read_reply(timeout)
-        self.pending = False
+        if self.end_sent:
+            reply = await self.read_reply(timeout)
+        else:
+            reply = await self._write(b".\r\n") or await self.read_reply(timeout)
+        self.pending = self.end_sent = False
         return reply
 
     @property
