@@ -36,7 +36,7 @@ from .auth import Authenticator, AuthOutcome
 from .dkim_sign import DkimSigner, header_from
 from .esmtp import MailParams, RcptParams
 from .limits import AuthThrottle, Limits
-from .plan import MessageSigner, address_syntax, check_sender, owns
+from .plan import MessageSigner, SignedSenders, address_syntax, check_sender, owns
 from .received import TLSInfo, received
 from .session import SubmissionEnvelope, SubmissionSMTP
 from .tls import server_context
@@ -103,6 +103,7 @@ class SubmissionHandler:
         self.throttle = AuthThrottle(
             self.limits.auth_max_failures, self.limits.auth_lockout_seconds, self.limits.auth_failure_delay
         )
+        self.signed = SignedSenders()  # this hour's signed senders (`plan.SignedSenders`)
         self._background: set[asyncio.Task[None]] = set()
 
     # -- AUTH ------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ class SubmissionHandler:
             log.info("sender refused login=%s sender=<%s> reply=%d %s", server.login, sender, check.code, check.text)
             return f"{check.code} {check.enhanced} {check.text}"
         try:
-            signer = MessageSigner(check.user, sender, snapshot, self.keyring, self.policy, self.clock())
+            signer = MessageSigner(check.user, sender, snapshot, self.keyring, self.policy, self.clock(), self.signed)
         except SigningError as exc:
             return f"553 5.7.1 {sender} cannot be signed ({exc}); send from a shorter address"
         envelope.mail_from = sender

@@ -215,8 +215,11 @@ class Upstream:
             return await self._break(broken("closed the connection"))
         try:
             self.writer.write(data)
-            async with asyncio.timeout(self.timeout):
-                await self.writer.drain()
+            if self.writer.transport.get_write_buffer_size():  # else the write went out whole: drain cannot wait
+                async with asyncio.timeout(self.timeout):
+                    await self.writer.drain()
+            else:
+                await self.writer.drain()  # only for the error it may raise
         except TimeoutError:
             return await self._break(broken(f"did not take data within {self.timeout:g}s"))
         except OSError:

@@ -7,8 +7,8 @@ import pytest
 from gateway.snapshot import Snapshot, SnapshotUser
 from gateway.store.records import Mode
 from gateway.store.resolve import Target
-from gateway.submission.plan import MessageSigner, check_sender
-from signed_sender import Key, Keyring, Policy, SignedTooLong, TagKind, verify
+from gateway.submission.plan import MessageSigner, SignedSenders, check_sender
+from signed_sender import Key, Keyring, Policy, SignedTooLong, TagKind, sign, verify
 
 NOW = 1_790_000_000
 RING = Keyring([Key(0, b"s" * 32)], 0)
@@ -94,3 +94,19 @@ def test_already_signed_sender_is_never_signed_twice() -> None:
 def test_unsignable_sender_refuses_rather_than_leaving_unsigned() -> None:
     with pytest.raises(SignedTooLong):
         MessageSigner(ALICE, "a" * 50 + "@example.ac.uk", DIRECTORY, RING, POLICY, NOW)
+
+
+def test_signed_senders_hand_out_exactly_what_signing_gives() -> None:
+    """Once an hour per sender instead of once a message (issue 7), with the same result."""
+    cache, other = SignedSenders(), Keyring([Key(0, b"s" * 32), Key(1, b"t" * 32)], 1)
+    hours = [NOW, NOW + 1, NOW + 3600, NOW + 3601, NOW]
+    for now in hours:
+        for ring in (RING, other, RING):
+            got = cache.sign("alice@example.ac.uk", ring, now, POLICY)
+            assert got == sign("alice@example.ac.uk", ring, now, POLICY)
+    signer = MessageSigner(ALICE, "alice@example.ac.uk", DIRECTORY, RING, POLICY, NOW, cache)
+    assert signer.default == sign("alice@example.ac.uk", RING, NOW, POLICY)
+    with pytest.raises(SignedTooLong):  # never cached: refused every time
+        cache.sign("a" * 64 + "@example.ac.uk", RING, NOW, POLICY)
+    with pytest.raises(SignedTooLong):
+        cache.sign("a" * 64 + "@example.ac.uk", RING, NOW, POLICY)
