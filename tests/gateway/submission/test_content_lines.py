@@ -1,7 +1,8 @@
 """The shortcuts in `content` (issue 7, profiled): they change nothing but the time taken.
 
-The session hands the receiver one `readuntil(CRLF)` at a time, and ordinary lines take a shorter
-path (`content._plain_line`); whatever the split, message, size, limits and bare line ends agree.
+The receiver takes a chunk of any size at once (the session reads chunks: test_content_chunks);
+fed a line at a time, as the session once did, or all at once, message, size, limits and bare line
+ends agree.
 `normalise` and `encode_for_data` skip their regular-expression rewrites when nothing would change.
 """
 
