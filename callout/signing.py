@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from signed_sender import AlreadyTagged, Key, Keyring, Policy, SignedTooLong, SigningError, sign
-from signed_sender.native import HOUR
+from gateway.signed_cache import SignedCache
+from signed_sender import AlreadyTagged, SignedTooLong, SigningError
 
 from .decision import sender_owner
 from .service import VerificationService
@@ -59,35 +59,6 @@ def is_whole_address(text: str) -> bool:
     """`local@domain` with both parts present; Postfix-style partial keys (`@domain`, `user`, `user@`) are not."""
     local, at, domain = text.rpartition("@")
     return bool(at and local and domain) and _SPACE.search(domain) is None
-
-
-class SignedCache:
-    """Signed addresses already made this hour, to be handed out again instead of made again.
-
-    A tag carries the hour, not the second (signed_sender.native: TIME_CHARS), so `sign` gives
-    the same address for the same sender, key and hour: the cache returns exactly what signing
-    would, and a busy sender is signed once an hour instead of once a message (the HMAC and the
-    encoding were nearly half of a sign request, issue 7). Only the signing is skipped: who is
-    protected is looked up at every request, so an opt-out takes effect at once. The cache is
-    emptied when the hour, the key or the policy changes, and when it is full.
-    """
-
-    def __init__(self, size: int = 100_000) -> None:
-        self.size = size
-        self._signed: dict[str, str] = {}
-        self._hour = -1
-        self._key: Key | None = None
-        self._policy: Policy | None = None
-
-    def sign(self, address: str, keyring: Keyring, now: float, policy: Policy) -> str:
-        hour, key = int(now) // HOUR, keyring.current
-        if hour != self._hour or key is not self._key or policy is not self._policy or len(self._signed) >= self.size:
-            self._signed.clear()
-            self._hour, self._key, self._policy = hour, key, policy
-        signed = self._signed.get(address)
-        if signed is None:
-            signed = self._signed[address] = sign(address, keyring, now, policy)
-        return signed
 
 
 #: One per process: every adapter signs with the one keyring `serve` loaded.

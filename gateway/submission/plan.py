@@ -16,11 +16,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from signed_sender import Key, Keyring, MalformedAddress, Policy, SigningError, sign, sign_fixed, strip_tag
-from signed_sender.native import HOUR
+from signed_sender import Keyring, MalformedAddress, Policy, SigningError, sign, sign_fixed, strip_tag
 
 from ..addresses import InvalidAddress, normalize_address
 from ..routing import routing_targets
+from ..signed_cache import SignedCache
 from ..snapshot import Snapshot, SnapshotUser
 from ..store.records import Mode, ResolutionKind
 
@@ -107,36 +107,6 @@ def check_sender(login: str, mail_from: str, snapshot: Snapshot, policy: Policy,
     return SenderCheck(user)
 
 
-class SignedSenders:
-    """Envelope senders signed this hour, handed out again instead of signed again (issue 7).
-
-    A tag carries the hour, not the second (signed_sender.native: TIME_CHARS), so `sign` gives the
-    same address for the same sender, key and hour: this returns exactly what signing would, and a
-    busy sender is signed once an hour instead of once a message (the HMAC and the encoding were a
-    twentieth of the proxy's time per message), as `callout.signing.SignedCache` does for the
-    verification service. Only the signing is skipped: who may send as whom, and whether the user
-    is opted in, are checked at every MAIL. Emptied when the hour, the key or the policy changes,
-    and when full. A sender that cannot be signed raises SigningError every time, uncached.
-    """
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._signed: dict[str, str] = {}
-        self._hour = -1
-        self._key: Key | None = None
-        self._policy: Policy | None = None
-
-    def sign(self, address: str, keyring: Keyring, now: float, policy: Policy) -> str:
-        hour, key = int(now) // HOUR, keyring.current
-        if hour != self._hour or key is not self._key or policy is not self._policy or len(self._signed) >= self.size:
-            self._signed.clear()
-            self._hour, self._key, self._policy = hour, key, policy
-        signed = self._signed.get(address)
-        if signed is None:
-            signed = self._signed[address] = sign(address, keyring, now, policy)
-        return signed
-
-
 class MessageSigner:
     """The envelope senders of one message; made at MAIL FROM time, then asked per recipient.
 
@@ -152,7 +122,7 @@ class MessageSigner:
         keyring: Keyring,
         policy: Policy,
         now: float,
-        signed: SignedSenders | None = None,
+        signed: SignedCache | None = None,
     ) -> None:
         self.user = user
         self.mail_from = mail_from
@@ -172,4 +142,4 @@ class MessageSigner:
         return sign_fixed(self.mail_from, fixed_id, self.keyring, self.policy)
 
 
-__all__ = ["MessageSigner", "SenderCheck", "SignedSenders", "SigningError", "address_syntax", "check_sender", "owns"]
+__all__ = ["MessageSigner", "SenderCheck", "SigningError", "address_syntax", "check_sender", "owns"]

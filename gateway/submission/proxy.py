@@ -32,11 +32,12 @@ from signed_sender import Keyring, Policy, SigningError
 
 from ..config import Config, parse_listen
 from ..directory import Directory
+from ..signed_cache import SignedCache
 from .auth import Authenticator, AuthOutcome
 from .dkim_sign import DkimSigner, header_from
 from .esmtp import MailParams, RcptParams
 from .limits import AuthThrottle, Limits
-from .plan import MessageSigner, SignedSenders, address_syntax, check_sender, owns
+from .plan import MessageSigner, address_syntax, check_sender, owns
 from .received import TLSInfo, received
 from .session import SubmissionEnvelope, SubmissionSMTP
 from .tls import server_context
@@ -103,7 +104,7 @@ class SubmissionHandler:
         self.throttle = AuthThrottle(
             self.limits.auth_max_failures, self.limits.auth_lockout_seconds, self.limits.auth_failure_delay
         )
-        self.signed = SignedSenders()  # this hour's signed senders (`plan.SignedSenders`)
+        self.signed = SignedCache(size=10_000)  # this hour's signed senders (`gateway.signed_cache`)
         self._background: set[asyncio.Task[None]] = set()
 
     # -- AUTH ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""callout.signing.SignedCache: it hands out exactly what signing would, and never outlives a change."""
+"""gateway.signed_cache.SignedCache: it hands out exactly what signing would, and never outlives a change."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from adapter_support import NetstringClient
 from service_harness import KEYRING, RunningService
 
 from callout import socketmap_server
-from callout.signing import SignedCache
+from gateway.signed_cache import SignedCache
 from gateway.store import Mode
 from signed_sender import Key, Keyring, Policy, sign, verify
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.signed_cache import SignedCache
 from gateway.snapshot import Snapshot, SnapshotUser
 from gateway.store.records import Mode
 from gateway.store.resolve import Target
-from gateway.submission.plan import MessageSigner, SignedSenders, check_sender
+from gateway.submission.plan import MessageSigner, check_sender
 from signed_sender import Key, Keyring, Policy, SignedTooLong, TagKind, sign, verify
 
 NOW = 1_790_000_000
@@ -98,7 +99,7 @@ def test_unsignable_sender_refuses_rather_than_leaving_unsigned() -> None:
 
 def test_signed_senders_hand_out_exactly_what_signing_gives() -> None:
     """Once an hour per sender instead of once a message (issue 7), with the same result."""
-    cache, other = SignedSenders(), Keyring([Key(0, b"s" * 32), Key(1, b"t" * 32)], 1)
+    cache, other = SignedCache(), Keyring([Key(0, b"s" * 32), Key(1, b"t" * 32)], 1)
     hours = [NOW, NOW + 1, NOW + 3600, NOW + 3601, NOW]
     for now in hours:
         for ring in (RING, other, RING):
