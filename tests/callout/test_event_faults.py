@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from components import require_component
 from prometheus_client import REGISTRY
 from service_harness import KEYRING, LineClient, RunningService
 from sqlalchemy import event
@@ -258,10 +259,10 @@ def test_a_batch_the_store_refuses_for_its_content_is_dropped_not_retried_foreve
 def tiny_tmpfs(where: Path, size: str) -> Iterator[Path]:
     where.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (the max_page_count tests above cover the same error)")
+        require_component("a tmpfs mount", "mounting one needs root (scripts/test runs as root in CI)")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+        require_component("a tmpfs mount", f"mount failed: {mounted.stderr.decode().strip()}")
     try:
         yield where
     finally:
