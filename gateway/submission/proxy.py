@@ -182,7 +182,7 @@ class SubmissionHandler:
         reply = await envelope.transaction.add_recipient(address, params)
         if reply.ok:
             envelope.rcpt_tos.append(address)
-        return str(reply)
+        return reply.for_client()
 
     async def handle_DATA(self, server: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope, SubmissionEnvelope) and envelope.transaction is not None
@@ -203,7 +203,7 @@ class SubmissionHandler:
             len(outcome.reported),
             str(outcome.reply).replace("\r\n", " ")[:200],
         )
-        return str(outcome.reply)
+        return outcome.reply.for_client()
 
     async def handle_RSET(self, server: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
         return "250 2.0.0 OK"

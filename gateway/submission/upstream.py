@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: The longest reply line we read (RFC 5321 section 4.5.3.1.5 allows 512 with CRLF) and how many lines.
 MAX_REPLY_LINE = 4096
@@ -59,6 +59,14 @@ class Reply:
     @property
     def text(self) -> str:
         return " ".join(self.lines)
+
+    def for_client(self) -> str:
+        """The reply the proxy's client gets: the upstream's own, except that a 421 becomes a 451.
+
+        421 says that its sender closes the connection (RFC 5321 section 3.8): the upstream closes
+        ours to it, but the proxy keeps its client's session, so passing the 421 on would be untrue.
+        The text and its enhanced status code stay as the upstream wrote them."""
+        return str(replace(self, code=451) if self.code == 421 else self)
 
     def __str__(self) -> str:
         """The reply as the client gets it: every line, in multi-line form (RFC 5321 section 4.2.1)."""

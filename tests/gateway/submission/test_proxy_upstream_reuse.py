@@ -284,3 +284,25 @@ def test_closing_the_handler_quits_idle_connections_and_any_handed_back_later(
         assert busy.rset()[0] == 250  # its transaction ends: RSET upstream, and no pool to go back to
         upstream.until(lambda: upstream.closed == 2, "both connections closed")
     assert upstream.verbs(0) == ["EHLO", "MAIL", "RCPT", "RSET", "QUIT"]
+
+
+# -- an upstream closing its connection ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["MAIL", "end of data"])
+def test_an_upstream_421_reaches_the_client_as_451_and_its_session_goes_on(
+    when: str, upstream: RecordingUpstream, start: StartProxy
+) -> None:
+    """421 says its sender is closing (RFC 5321 section 3.8): true of the upstream's connection, not of
+    the client's session, which the proxy keeps. The client gets 451 with the upstream's own text."""
+    shutting = b"421 4.3.2 upstream.test Service shutting down\r\n"
+    if when == "MAIL":
+        upstream.mail_reply = shutting
+    else:
+        upstream.data_replies = {"alice": shutting}
+    proxy = start()
+    with proxy.connect() as client:
+        assert send(client) == (451, b"4.3.2 upstream.test Service shutting down")
+        upstream.mail_reply, upstream.data_replies = None, {}
+        assert send(client)[0] == 250  # the same session, on a new upstream connection
+    assert upstream.connections == 2 and len(upstream.messages) == 1
