@@ -3,8 +3,9 @@
 Seed 003, "Envelope-dependent recipients": a message is signed once, but a recipient with a fixed
 tag gets its own fixed sender. One SMTP transaction has one MAIL FROM, so the recipients are split
 into groups by sender, each with its own upstream connection (an idle one from `upstream_pool`,
-else a new one), taken when its first recipient arrives. Every RCPT is sent to its group's upstream
-at once and the client gets that upstream's own reply (design invariant 6: no 250 before the next
+else a new one), taken when its first recipient arrives, whose RCPT goes with the group's MAIL (in
+one write where the upstream offers PIPELINING). Every RCPT is sent to its group's upstream at once
+and the client gets that upstream's own reply (design invariant 6: no 250 before the next
 hop said 250); a group whose connection or MAIL FROM failed gives that failure to each of its
 recipients. A reused connection the upstream closed while it was idle is found out by that MAIL
 (no answer, or 421): the MAIL is sent once more on a new connection, since neither the client nor
@@ -118,27 +119,41 @@ class Transaction:
     async def add_recipient(self, recipient: str, params: RcptParams) -> Reply:
         sender = self.signer.sender_for(recipient)
         group = self.groups.get(sender)
-        if group is None:
+        if group is None:  # MAIL, and this first RCPT with it (pipelined where the upstream allows)
             group = self.groups[sender] = Group(sender)
-            begun = await self._begin(sender, lambda upstream: mail_arguments(self.params, upstream.extensions))
+            begun = await self._begin(
+                sender,
+                lambda upstream: mail_arguments(self.params, upstream.extensions),
+                (recipient, lambda upstream: rcpt_arguments(params, upstream.extensions)),
+            )
             if isinstance(begun, Reply):
                 group.failure = begun
-            else:
-                group.upstream = begun
-        if group.failure is not None or group.upstream is None:
+                return begun
+            group.upstream, first_reply = begun
+            assert first_reply is not None  # mail_rcpt answers RCPT whenever MAIL was accepted
+            reply = first_reply
+        elif group.failure is not None or group.upstream is None:
             return group.failure or Reply(451, ("4.3.0 Upstream transaction not open",), local=True)
-        reply = await group.upstream.rcpt(recipient, rcpt_arguments(params, group.upstream.extensions))
+        else:
+            reply = await group.upstream.rcpt(recipient, rcpt_arguments(params, group.upstream.extensions))
         if reply.ok:
             group.recipients.append((recipient, params))
         return reply
 
     async def _begin(
-        self, sender: str, arguments: Callable[[Upstream], list[str]], *, reuse: bool = True
-    ) -> Upstream | Reply:
-        """A connection whose upstream accepted MAIL FROM:<sender>, or the reply saying why there is none.
+        self,
+        sender: str,
+        arguments: Callable[[Upstream], list[str]],
+        first: tuple[str, Callable[[Upstream], list[str]]] | None = None,
+        *,
+        reuse: bool = True,
+    ) -> tuple[Upstream, Reply | None] | Reply:
+        """A connection whose upstream accepted MAIL FROM:<sender> and the reply to the `first`
+        recipient's RCPT sent with it (None without one), or the reply saying why there is none.
 
         `arguments` gives the MAIL parameters for the connection's extensions (ParamError: refused
-        here). A reused connection that turns out dead is retried once on a new one (module docstring).
+        here), `first` the recipient and its RCPT parameters. A reused connection that turns out
+        dead is retried once on a new one (module docstring).
         """
         upstream = self.pool.take() if reuse and self.pool is not None else None
         reused = upstream is not None
@@ -152,14 +167,18 @@ class Transaction:
         except ParamError as exc:
             await upstream.close()
             return Reply(int(exc.reply[:3]), (exc.reply[4:],), local=True)
-        reply = await upstream.mail(sender, args)
+        if first is None:
+            reply, rcpt_reply = await upstream.mail(sender, args), None
+        else:
+            recipient, rcpt_arguments_for = first
+            reply, rcpt_reply = await upstream.mail_rcpt(sender, args, recipient, rcpt_arguments_for(upstream))
         if reply.ok:
-            return upstream
+            return upstream, rcpt_reply
         lost = upstream.broken is not None  # no answer, closed, or 421: not a verdict on this MAIL
         await upstream.close()
         if reused and lost:
             log.info("idle upstream connection lost (%s); MAIL again on a new one", str(reply).replace("\r\n", " "))
-            return await self._begin(sender, arguments, reuse=False)
+            return await self._begin(sender, arguments, first, reuse=False)
         return reply
 
     async def deliver(self, message: bytes) -> Outcome:
@@ -238,18 +257,19 @@ class Transaction:
         begun = await self._begin("", arguments)
         if isinstance(begun, Reply):
             return begun
+        upstream, _ = begun
         end_of_data = None
         try:
-            reply = await begun.rcpt(recipient, [])
+            reply = await upstream.rcpt(recipient, [])
             if not reply.ok:
                 return reply
-            refusal = await begun.send_data(encode_for_data(report))
+            refusal = await upstream.send_data(encode_for_data(report))
             if refusal is not None:
                 return refusal
-            end_of_data = await begun.finish(self.data_timeout)
+            end_of_data = await upstream.finish(self.data_timeout)
             return end_of_data
         finally:
-            await self._release(begun, end_of_data)
+            await self._release(upstream, end_of_data)
 
     async def abort(self) -> None:
         """End the upstream transactions still open: a copy still in DATA is abandoned by closing its

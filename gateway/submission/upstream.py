@@ -159,6 +159,29 @@ class Upstream:
     async def rcpt(self, recipient: str, args: list[str]) -> Reply:
         return await self.command(" ".join([f"RCPT TO:<{recipient}>", *args]))
 
+    async def mail_rcpt(
+        self, sender: str, args: list[str], recipient: str, rcpt_args: list[str]
+    ) -> tuple[Reply, Reply | None]:
+        """MAIL and a first RCPT: (MAIL's reply, RCPT's reply, or None when MAIL was refused).
+
+        To an upstream that offers PIPELINING (RFC 2920) both go in one write, saving a round trip
+        per message, a third of the proxy's waiting for a one-recipient message. RCPT's reply is
+        read even after a refused MAIL, so the connection stays in step (a 503 for it is ignored).
+        """
+        mail = " ".join([f"MAIL FROM:<{sender}>", *args])
+        rcpt = " ".join([f"RCPT TO:<{recipient}>", *rcpt_args])
+        if "PIPELINING" not in self.extensions:
+            reply = await self.command(mail)
+            return reply, await self.command(rcpt) if reply.ok else None
+        if any(ch in mail + rcpt for ch in "\r\n"):
+            raise ValueError("a command line cannot contain CR or LF")
+        self.pending = True
+        failure = await self._write(f"{mail}\r\n{rcpt}\r\n".encode("utf-8", "surrogateescape"))
+        reply = failure or await self.read_reply()
+        rcpt_reply = await self.read_reply()  # the broken reply again if MAIL's broke the connection
+        self.pending = False
+        return reply, rcpt_reply if reply.ok else None
+
     async def send_data(self, encoded: bytes, *, with_end: bool = False) -> Reply | None:
         """DATA, and the dot-stuffed message without its final `.CRLF` (`finish` sends it); None
         when the upstream is ready. With `with_end` the final dot goes in the same write, for a

@@ -28,6 +28,7 @@ Mode = Literal["ok", "hang", "full"]
 HangUp = Literal["421", "close", "reset"]
 
 EHLO_REPLY = b"250-upstream.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n250 SIZE 100000000\r\n"
+EHLO_PIPELINING = EHLO_REPLY.replace(b"\r\n", b"\r\n250-PIPELINING\r\n", 1)
 
 
 @dataclass
@@ -55,6 +56,9 @@ class RecordingUpstream(LoopbackServer):
         self.data_replies: dict[str, bytes] = {}  # sender prefix -> reply to its end of data, instead of 250
         self.retired = 0  # connections up to this number answer `retired_reply` from now on (see retire)
         self.retired_reply: bytes | None = None
+        self.pipelining = True  # offered in EHLO, as Postfix does
+        #: Commands read while the next one had already arrived (sent in one write with it).
+        self.pipelined: list[str] = []
         super().__init__()
         self.listen()
 
@@ -123,6 +127,8 @@ class RecordingUpstream(LoopbackServer):
             command = line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
             self.commands.append(command)
             self.sessions[number - 1].append(command)
+            if getattr(reader, "_buffer", b""):  # the next command came with this one (StreamReader's own buffer)
+                self.pipelined.append(command)
             verb = command[:4].upper()
             if number <= self.retired:
                 if self.retired_reply is None:
@@ -131,7 +137,7 @@ class RecordingUpstream(LoopbackServer):
                 await writer.drain()
                 return
             if verb in ("EHLO", "HELO"):
-                writer.write(EHLO_REPLY)
+                writer.write(EHLO_PIPELINING if self.pipelining and verb == "EHLO" else EHLO_REPLY)
             elif verb == "MAIL" and self.mail_reply is not None:
                 writer.write(self.mail_reply)
             elif verb == "MAIL":

@@ -176,7 +176,9 @@ def test_an_upstream_answering_421_or_nothing_to_mail_on_a_reused_connection_cos
             upstream.retire(None)
         assert send(client)[0] == 250
     assert len(upstream.messages) == 2 and upstream.connections == 2
-    assert upstream.verbs(0) == [*ONE_MESSAGE, "MAIL"] and upstream.verbs(1) == ONE_MESSAGE
+    # MAIL went with the first RCPT (PIPELINING); a server shutting down reads no further than MAIL.
+    tried = ["MAIL"] if answer == "421" else ["MAIL", "RCPT"]
+    assert upstream.verbs(0) == [*ONE_MESSAGE, *tried] and upstream.verbs(1) == ONE_MESSAGE
     expected = "421 4.3.2 upstream.test Service shutting down" if answer == "421" else "did not answer within 0.5s"
     [retried] = [r.getMessage() for r in caplog.records if "MAIL again on a new one" in r.getMessage()]
     assert expected in retried
@@ -306,3 +308,35 @@ def test_an_upstream_421_reaches_the_client_as_451_and_its_session_goes_on(
         upstream.mail_reply, upstream.data_replies = None, {}
         assert send(client)[0] == 250  # the same session, on a new upstream connection
     assert upstream.connections == 2 and len(upstream.messages) == 1
+
+
+# -- pipelining ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offered", [True, False])
+def test_mail_and_the_first_rcpt_go_in_one_write_where_the_upstream_offers_pipelining(
+    offered: bool, upstream: RecordingUpstream, start: StartProxy
+) -> None:
+    """RFC 2920: a round trip less per message; later recipients and DATA wait for their replies."""
+    upstream.pipelining = offered
+    proxy = start()
+    with proxy.connect() as client:
+        assert client.mail("alice@example.ac.uk")[0] == 250
+        assert client.rcpt("bob@other.org")[0] == 250
+        assert client.rcpt("carol@other.org")[0] == 250
+        assert client.data(MESSAGE)[0] == 250
+    assert [m.recipients for m in upstream.messages] == [["bob@other.org", "carol@other.org"]]
+    assert [c.split(":")[0] for c in upstream.pipelined] == (["MAIL FROM"] if offered else [])
+
+
+def test_a_refused_mail_is_the_first_recipients_reply_and_the_connection_stays_in_step(
+    upstream: RecordingUpstream, start: StartProxy
+) -> None:
+    """The RCPT sent with a refused MAIL gets 503 upstream; it is read, not taken for the next reply."""
+    upstream.mail_reply = b"550 5.7.1 Sender refused\r\n"
+    proxy = start()
+    with proxy.connect() as client:
+        assert send(client) == (550, b"5.7.1 Sender refused")
+        upstream.mail_reply = None
+        assert send(client)[0] == 250
+    assert len(upstream.messages) == 1
