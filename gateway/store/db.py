@@ -6,6 +6,7 @@ Migrations are the only way the schema is made: `upgrade` runs the Alembic scrip
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -73,6 +75,19 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     return engine
 
 
+#: Runs of the migration transaction when SQLite refuses its lock at once (see `upgrade`).
+_SQLITE_UPGRADE_ATTEMPTS = 10
+
+
+def _migrate(engine: Engine, revision: str) -> None:
+    # Nodes started together must not both migrate: SQLite takes its write lock at BEGIN,
+    # PostgreSQL an advisory lock held to the end of the transaction.
+    with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        command.upgrade(alembic_config(connection), revision)
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic configured in code; `connection`, if given, is the one the migrations run on."""
     config = Config()
@@ -111,12 +126,20 @@ def current_revision(target: str | URL | Engine) -> str | None:
 def upgrade(target: str | URL | Engine, revision: str = "head") -> str:
     """Bring the database to `revision` (default: the newest) in one transaction; return the revision."""
     with _engine_for(target) as engine:
-        # Nodes started together must not both migrate: SQLite takes its write lock at BEGIN,
-        # PostgreSQL an advisory lock held to the end of the transaction.
-        with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            command.upgrade(alembic_config(connection), revision)
+        for attempt in range(1, _SQLITE_UPGRADE_ATTEMPTS + 1):
+            try:
+                _migrate(engine, revision)
+                break
+            except OperationalError as exc:
+                # Nodes creating one new SQLite file at once can meet SQLite's "database is locked"
+                # without its busy timeout (switching the new file to WAL, or a lock upgrade it
+                # refuses rather than deadlock: seen once in CI with three nodes), or after it
+                # (a lock held longer). The migration is one transaction, so it is simply run
+                # again; by then another node may have done it, leaving nothing to do.
+                locked = engine.dialect.name == "sqlite" and "database is locked" in str(exc.orig)
+                if not locked or attempt == _SQLITE_UPGRADE_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
         result = current_revision(engine)
     if result is None:
         raise RuntimeError("the migrations ran but the database has no revision")

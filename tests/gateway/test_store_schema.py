@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -14,7 +18,7 @@ from sqlalchemy import CheckConstraint, Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from gateway.store import SchemaMismatch, Store, current_revision, head_revision, make_engine, upgrade
-from gateway.store.db import alembic_config
+from gateway.store.db import SQLITE_BUSY_TIMEOUT_MS, alembic_config
 from gateway.store.models import Base
 
 
@@ -110,7 +114,25 @@ def test_nodes_upgrading_at_once_both_succeed(store_url: str) -> None:
     outcomes = [node.communicate(timeout=60) for node in nodes]
     assert [(node.returncode, out.strip()) for node, (out, _) in zip(nodes, outcomes, strict=True)] == [
         (0, head_revision())
-    ] * len(nodes), [err for _, err in outcomes]
+    ] * len(nodes), "\n".join(err[-3000:] for _, err in outcomes)  # whole tracebacks, not a cut repr
+
+
+def test_an_sqlite_upgrade_locked_out_longer_than_the_busy_timeout_is_run_again(tmp_path: Path) -> None:
+    """Another process holds the new file's lock past SQLite's busy timeout (5 s): the first try
+    fails with "database is locked", the next one, after the lock is gone, migrates."""
+    path = tmp_path / "store.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE held (x)")
+    release = threading.Timer(SQLITE_BUSY_TIMEOUT_MS / 1000 + 0.5, holder.rollback)
+    release.start()
+    started = time.monotonic()
+    try:
+        assert upgrade(f"sqlite:///{path}") == head_revision()
+    finally:
+        release.join()
+        holder.close()
+    assert time.monotonic() - started > SQLITE_BUSY_TIMEOUT_MS / 1000  # it did wait out a refusal
 
 
 def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(engine: Engine) -> None:
