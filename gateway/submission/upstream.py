@@ -146,18 +146,16 @@ class Upstream:
 
     async def command(self, line: str, timeout: float | None = None) -> Reply:
         """Send one command line and read its reply."""
-        if "\r" in line or "\n" in line:
-            raise ValueError("a command line cannot contain CR or LF")
         self.pending = True
-        reply = await self._write(line.encode("utf-8", "surrogateescape") + b"\r\n") or await self.read_reply(timeout)
+        reply = await self._write(_command_line(line)) or await self.read_reply(timeout)
         self.pending = False
         return reply
 
     async def mail(self, sender: str, args: list[str]) -> Reply:
-        return await self.command(" ".join([f"MAIL FROM:<{sender}>", *args]))
+        return await self.command(_mail(sender, args))
 
     async def rcpt(self, recipient: str, args: list[str]) -> Reply:
-        return await self.command(" ".join([f"RCPT TO:<{recipient}>", *args]))
+        return await self.command(_rcpt(recipient, args))
 
     async def mail_rcpt(
         self, sender: str, args: list[str], recipient: str, rcpt_args: list[str]
@@ -168,15 +166,13 @@ class Upstream:
         per message, a third of the proxy's waiting for a one-recipient message. RCPT's reply is
         read even after a refused MAIL, so the connection stays in step (a 503 for it is ignored).
         """
-        mail = " ".join([f"MAIL FROM:<{sender}>", *args])
-        rcpt = " ".join([f"RCPT TO:<{recipient}>", *rcpt_args])
+        mail, rcpt = _mail(sender, args), _rcpt(recipient, rcpt_args)
         if "PIPELINING" not in self.extensions:
             reply = await self.command(mail)
             return reply, await self.command(rcpt) if reply.ok else None
-        if any(ch in mail + rcpt for ch in "\r\n"):
-            raise ValueError("a command line cannot contain CR or LF")
+        both = _command_line(mail) + _command_line(rcpt)
         self.pending = True
-        failure = await self._write(f"{mail}\r\n{rcpt}\r\n".encode("utf-8", "surrogateescape"))
+        failure = await self._write(both)
         reply = failure or await self.read_reply()
         rcpt_reply = await self.read_reply()  # the broken reply again if MAIL's broke the connection
         self.pending = False
@@ -261,6 +257,21 @@ class Upstream:
         self.broken = reply
         self.writer.close()
         return reply
+
+
+def _mail(sender: str, args: list[str]) -> str:
+    return " ".join([f"MAIL FROM:<{sender}>", *args])
+
+
+def _rcpt(recipient: str, args: list[str]) -> str:
+    return " ".join([f"RCPT TO:<{recipient}>", *args])
+
+
+def _command_line(line: str) -> bytes:
+    """The octets of one command; a CR or LF inside would smuggle a second command upstream."""
+    if "\r" in line or "\n" in line:
+        raise ValueError("a command line cannot contain CR or LF")
+    return line.encode("utf-8", "surrogateescape") + b"\r\n"
 
 
 def parse_extensions(ehlo: Reply) -> dict[str, str]:
