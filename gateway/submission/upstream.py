@@ -228,12 +228,17 @@ class Upstream:
 
     async def abort(self) -> None:
         """Close without QUIT: a transaction still in DATA is abandoned (RFC 5321 section 3.3)."""
-        if self.broken is None:
-            self.broken = broken("connection closed")
-        self.writer.close()
+        self.drop()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await self.writer.wait_closed()
+
+    def drop(self) -> None:
+        """Close at once, without QUIT or waiting: for a connection nothing will be sent on again
+        (the event loop may be about to stop, and a task to close it politely would never run)."""
+        if self.broken is None:
+            self.broken = broken("connection closed")
+        self.writer.close()
 
     async def _write(self, data: bytes) -> Reply | None:
         if self.broken is not None:

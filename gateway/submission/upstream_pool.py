@@ -13,7 +13,8 @@ the proxy does the same with its one upstream:
     (QUIT) after `idle_seconds`, and at `max_age` seconds after it was opened, whichever comes
     first: no connection is kept for ever (nor an upstream process with an old configuration);
   - at most `max_idle` are kept: putting back one more closes the one idle longest;
-  - `close` (at shutdown) closes them all; a connection put back after that is closed at once.
+  - `close` (at shutdown) closes them all; a connection put back after that is dropped at once,
+    without QUIT (the event loop may stop before a polite close could run).
 
 The pool opens nothing and never talks to a connection while it holds it. A connection that died
 while idle is dropped when it is taken if its end is already seen (closed, reset), and otherwise
@@ -60,8 +61,11 @@ class UpstreamPool:
 
     def put(self, upstream: Upstream) -> None:
         """Keep a connection at a clean boundary for the next transaction, or close it (in the background)."""
+        if self.closed:  # shutting down: a polite QUIT's task might never run (the loop stops)
+            upstream.drop()
+            return
         keep = min(self.idle_seconds, upstream.opened_at + self.max_age - time.monotonic())
-        if self.closed or keep <= 0 or not upstream.reusable:
+        if keep <= 0 or not upstream.reusable:
             self._close_soon(upstream)
             return
         timer = asyncio.get_running_loop().call_later(keep, self._expire, upstream)

@@ -273,9 +273,11 @@ def test_a_busy_connection_is_not_reused_past_its_maximum_age(upstream: Recordin
     assert upstream.verbs(0)[-1] == "QUIT" and upstream.verbs(0).count("MAIL") >= 2
 
 
-def test_closing_the_handler_quits_idle_connections_and_any_handed_back_later(
+def test_closing_the_handler_quits_idle_connections_and_drops_any_handed_back_later(
     upstream: RecordingUpstream, start: StartProxy
 ) -> None:
+    """One handed back after the close is closed at once, without QUIT: `serve` stops its event loop
+    right after, so a task to QUIT it would never run (it was left as a coroutine never awaited)."""
     proxy = start()
     with proxy.connect() as busy, proxy.connect() as idle:
         busy.mail("alice@example.ac.uk")
@@ -285,7 +287,7 @@ def test_closing_the_handler_quits_idle_connections_and_any_handed_back_later(
         assert upstream.verbs(1) == [*ONE_MESSAGE, "QUIT"]
         assert busy.rset()[0] == 250  # its transaction ends: RSET upstream, and no pool to go back to
         upstream.until(lambda: upstream.closed == 2, "both connections closed")
-    assert upstream.verbs(0) == ["EHLO", "MAIL", "RCPT", "RSET", "QUIT"]
+    assert upstream.verbs(0) == ["EHLO", "MAIL", "RCPT", "RSET"]
 
 
 # -- an upstream closing its connection ------------------------------------------------------------
