@@ -7,7 +7,8 @@
    on the same policy requests. Goals: CPU per request <= 0.1x postgrey's; p99 < 1 ms at one
    connection.
 3. The SMTP callout responder: callouts per second and p99 (MAIL FROM:<>, RCPT TO, RSET).
-4. The floor: an asyncio echo server that decides nothing (bench/echo.py).
+4. The floor: an echo server that decides nothing, on asyncio streams, on our adapters' Protocol
+   (bench/echo.py) and in C (bench/echo.c).
 5. The submission proxy relaying 10 KB messages to Postfix's smtp-sink, against smtp-sink
    directly and a plain aiosmtpd sink (bench/submission.py). Goal: >= 0.6x the aiosmtpd sink's
    messages/s.
@@ -86,6 +87,7 @@ FLOORS = (
     ("floor_streams", "streams", "asyncio", "asyncio streams"),
     ("floor_protocol", "protocol", "asyncio", "callout.exchange on asyncio"),
     ("floor_uvloop", "protocol", "uvloop", "callout.exchange on uvloop"),
+    ("floor_c", "c", "", "in C, a process per connection as postsrsd"),
 )
 
 
@@ -239,7 +241,8 @@ def _verification_lines(results: dict[str, Result]) -> list[str]:
             f"- Floor: a netstring echo that decides nothing costs {results['floor_streams'].cpu_us:.0f} us of CPU"
             f" per request on asyncio streams (as our adapters ran before issue 7),"
             f" {results['floor_protocol'].cpu_us:.0f} us on callout.exchange's Protocol on the standard loop and"
-            f" {results['floor_uvloop'].cpu_us:.0f} us on uvloop (as `serve` runs now){srs_cost}."
+            f" {results['floor_uvloop'].cpu_us:.0f} us on uvloop (as `serve` runs now){srs_cost};"
+            f" the same echo in C, served as postsrsd serves (bench/echo.c), {results['floor_c'].cpu_us:.0f} us."
         )
     return lines
 

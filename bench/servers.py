@@ -225,11 +225,24 @@ def postgrey() -> Iterator[Server]:
 
 @contextlib.contextmanager
 def echo(kind: str, loop: str = eventloop.DEFAULT) -> Iterator[Server]:
-    """bench/echo.py: the cost of an adapter that decides nothing ("streams" or "protocol") on `loop`."""
+    """bench/echo.py: the cost of an adapter that decides nothing ("streams" or "protocol") on `loop`;
+    "c": the same echo compiled from bench/echo.c, served as postsrsd serves (`loop` is unused)."""
     with _workdir("echo-bench-") as workdir:
-        argv = [sys.executable, "-m", "bench.echo", kind, str(port := free_port()), loop]
+        port = free_port()
+        if kind == "c":
+            argv = [str(_compile(ROOT / "bench" / "echo.c", workdir / "echo")), str(port)]
+        else:
+            argv = [sys.executable, "-m", "bench.echo", kind, str(port), loop]
         with _running(f"echo ({kind}, {loop})", argv, {"echo": port}, workdir, 30, cwd=ROOT) as server:
             yield server
+
+
+def _compile(source: Path, binary: Path) -> Path:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("no C compiler (cc) for bench/echo.c: Debian's gcc package (sudo scripts/setup-system)")
+    subprocess.run([compiler, "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
 
 
 def _postfix_tool(name: str) -> str:
