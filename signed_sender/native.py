@@ -10,7 +10,6 @@ pure function of its arguments: the caller passes the keys and the time (design:
 
 from __future__ import annotations
 
-import base64
 import enum
 import hmac
 from dataclasses import dataclass
@@ -87,13 +86,23 @@ def decode_int(text: str) -> int:
     return value
 
 
+#: Every pair of base32 characters, indexed by the ten bits they carry: the MAC is five lookups.
+_PAIRS = tuple(first + second for first in ALPHABET for second in ALPHABET)
+_MAC_SHIFT = 8 * _MAC_BYTES - 5 * MAC_CHARS  # bits of the last whole byte beyond the MAC's 50
+assert MAC_CHARS == 10, "_mac encodes exactly five pairs"
+
+
 def _mac(secret: bytes, head: str, mailbox: Mailbox) -> str:
-    """First 50 bits of HMAC-SHA256 over the tag head and the lowercased address, in base32."""
+    """First 50 bits of HMAC-SHA256 over the tag head and the lowercased address, in base32.
+
+    Big-endian from the first byte, as RFC 4648 base32 reads them (the format document's test
+    vectors hold it to that): five table lookups cost a fifth of base64.b32encode, which is
+    Python code in this interpreter, on every signing and every verified tag (issue 7)."""
     message = f"{head}:{mailbox.lower()}".encode("utf-8", "surrogatepass")
-    # ALPHABET is RFC 4648 base32, lowercased, and base32 reads bits big-endian from the first
-    # byte, so the first MAC_CHARS characters of the encoded first 7 bytes are exactly their
-    # first 50 bits: the C codec instead of a Python loop (issue 7).
-    return base64.b32encode(hmac.digest(secret, message, "sha256")[:_MAC_BYTES])[:MAC_CHARS].decode().lower()
+    bits = int.from_bytes(hmac.digest(secret, message, "sha256")[:_MAC_BYTES], "big") >> _MAC_SHIFT
+    pairs = _PAIRS
+    high = pairs[bits >> 40] + pairs[bits >> 30 & 1023]
+    return high + pairs[bits >> 20 & 1023] + pairs[bits >> 10 & 1023] + pairs[bits & 1023]
 
 
 def _is_tag_like(suffix: str) -> bool:
