@@ -98,8 +98,12 @@ def admin_required(view: View) -> View:
 
 
 def _safe_next(target: str | None) -> str | None:
-    """Only a path on this site: an open redirect would lend our name to phishing."""
+    """Only a path on this site: an open redirect would lend our name to phishing. No control
+    characters: a line break cannot go into the Location header, and browsers drop tabs and
+    line breaks from a URL, so `/<TAB>/host` would become `//host`."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return None
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
         return None
     parts = urlsplit(target)
     return target if not parts.scheme and not parts.netloc else None

@@ -130,6 +130,16 @@ def test_after_login_only_a_path_on_this_site_is_followed(client: FlaskClient) -
         client.post("/logout", data={"csrf_token": csrf_token(client, "/")})
 
 
+@pytest.mark.parametrize("target", ["/fixed\r\nSet-Cookie: x=1", "/fixed\nX: y", "/\t/evil.example"])
+def test_a_next_path_with_control_characters_is_dropped_not_a_500(client: FlaskClient, target: str) -> None:
+    """A line break in the Location header would split it; werkzeug refuses to send one, so a `next`
+    with one must be ignored like any other unsafe target, not end a successful login in a 500."""
+    token = csrf_token(client, "/login")
+    form = {"csrf_token": token, "login": "alice", "password": PASSWORD}
+    response = client.post("/login", query_string={"next": target}, data=form)
+    assert response.status_code == 303 and response.location == "/"
+
+
 def test_remote_user_is_ignored_unless_trusted(client: FlaskClient) -> None:
     client.environ_base["REMOTE_USER"] = "alice"
     assert client.get("/").status_code == 302
