@@ -34,12 +34,13 @@ from ..config import Config, parse_listen
 from ..directory import Directory
 from ..signed_cache import SignedCache
 from .auth import Authenticator, AuthOutcome
+from .connection import SubmissionEnvelope
 from .dkim_sign import DkimSigner, header_from
 from .esmtp import MailParams, RcptParams
 from .limits import AuthThrottle, Limits
 from .plan import MessageSigner, address_syntax, check_sender, owns
 from .received import TLSInfo, received
-from .session import SubmissionEnvelope, SubmissionSMTP
+from .session import SubmissionSMTP
 from .tls import server_context
 from .transaction import Transaction
 from .upstream import Reply, Upstream

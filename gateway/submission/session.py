@@ -1,48 +1,33 @@
 """aiosmtpd's protocol engine, adjusted for a submission proxy (RFC 6409, RFC 4954, RFC 3207).
 
 aiosmtpd parses commands and runs STARTTLS; the policy lives in `proxy.SubmissionHandler` (STYLE,
-aiosmtpd). What aiosmtpd 1.4 does not do as a submission proxy must is done here:
+aiosmtpd). What aiosmtpd 1.4 does not do as a submission proxy must is done in three layers, each
+a subclass of the one before, so each can be read (and audited) on its own:
 
-  - AUTH only inside TLS, or from loopback if `allow_auth_without_tls_on_loopback`; else `530 5.7.0
-    Must issue a STARTTLS command first` (RFC 3207 section 4), and EHLO lists AUTH only when it may
-    be used. Not inside a mail transaction (RFC 4954 section 4: 503). PLAIN and LOGIN check through
-    the asynchronous `Authenticator` and the throttle (aiosmtpd's call a synchronous callback);
-  - MAIL and RCPT keep their parameters' case and accept the DSN ones (`esmtp`);
-  - DATA is read in chunks (`receive_data`) by `content.DataReceiver` (smuggling, line length);
-    aiosmtpd's line-by-line loop is not used;
-  - the idle timer answers `421 4.4.2` before closing (RFC 5321 section 3.8: a server SHOULD say
-    why) and is paused while the upstream is being waited for, which is not the client's idleness.
-    aiosmtpd restarts it at each command, not at each read, so it is a deadline for the next
-    command line or AUTH response, however slowly its bytes trickle in; during DATA it follows
-    `limits.DataDeadline` instead, so a message must average `data_min_rate` octets per second;
-  - every command counts against `max_commands`: then `421 4.7.0` and close.
+  - `connection.SubmissionConnection`: the session's limits. The idle timer answers `421 4.4.2`
+    before closing and is paused while the upstream is being waited for; during DATA it follows
+    `limits.DataDeadline`; a session lasts at most `session_seconds` and `max_commands` commands;
+  - `smtp_auth.AuthenticatingConnection`: AUTH only inside TLS, or from loopback if allowed, and
+    not inside a mail transaction; PLAIN and LOGIN check through the asynchronous `Authenticator`;
+  - `SubmissionSMTP`, here: the mail transaction. MAIL and RCPT keep their parameters' case and
+    accept the DSN ones (`esmtp`); MAIL, RCPT and DATA need a login (invariant 7: no open relay);
+    DATA is read in chunks (`receive_data`) by `content.DataReceiver` (smuggling, line length);
+    aiosmtpd's line-by-line loop is not used.
 
-This reaches into aiosmtpd's protected attributes (`_smtp_methods`, `_reset_timeout`, `_reader`,
-`_timeout_handle`, `_tls_protocol`), unchanged through the 1.4 releases; the tests cover each use.
+This reaches into aiosmtpd's protected attributes (`_reader`, `_reset_timeout`, `_getaddr`,
+`_strip_command_keyword`), unchanged through the 1.4 releases; the tests cover each use.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import logging
 import re
-from base64 import b64decode
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope
-
-from ..eventloop import open_for_writing
 from .content import END_OF_DATA, DataError, DataReceiver
 from .esmtp import ParamError, parse_mail, parse_rcpt
 from .limits import DataDeadline
-
-if TYPE_CHECKING:
-    from .proxy import SubmissionHandler
-    from .transaction import Transaction
+from .smtp_auth import AuthenticatingConnection
 
 log = logging.getLogger("antiforgery.submission")
 
@@ -56,9 +41,6 @@ _PLAIN_PATH = re.compile(
     r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>((?:[ \t][ -'*-~\t]*)?)"
 )
 
-#: RFC 5321 section 4.5.3.1.4 gives 512 octets; RFC 1870, 3461, 6531 add room for their parameters.
-COMMAND_LIMITS = {"MAIL": 512 + 26 + 10 + 110 + 14, "RCPT": 512 + 500 + 30}
-
 
 def _plain_path(text: str) -> tuple[str, str] | None:
     """(address, parameters) of a MAIL or RCPT argument of the everyday form, as aiosmtpd's `_getaddr`
@@ -69,208 +51,8 @@ def _plain_path(text: str) -> tuple[str, str] | None:
     return (match[1], match[2].lstrip(" \t")) if match else None
 
 
-class SubmissionEnvelope(Envelope):
-    def __init__(self) -> None:
-        super().__init__()
-        self.transaction: Transaction | None = None
-
-
-class SubmissionSMTP(SMTP):
-    def __init__(self, handler: SubmissionHandler, loop: asyncio.AbstractEventLoop) -> None:
-        limits = handler.limits
-        super().__init__(
-            handler,
-            hostname=handler.hostname,
-            ident="ESMTP submission",
-            tls_context=handler.tls_context,
-            data_size_limit=limits.max_message_size,  # advertised as SIZE (RFC 1870)
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            timeout=limits.idle_timeout,
-            auth_require_tls=False,  # enforced in smtp_AUTH, with the loopback exemption
-            loop=loop,
-        )
-        self.handler = handler
-        self.client = "unknown"
-        self.commands = 0
-        self.data_deadline: DataDeadline | None = None  # set while the message data is being read
-        self.session_limit: asyncio.TimerHandle | None = None
-        self.relaying = False  # waiting for the upstream (see busy)
-        self.expired = False  # the session limit passed while relaying
-        self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit, COMMAND_LIMITS)
-        self._smtp_methods = {name: self._counted(method) for name, method in self._smtp_methods.items()}
-
-    # -- connection -----------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.transport is None:  # the first call; a second one comes after STARTTLS
-            peer: Any = transport.get_extra_info("peername")
-            self.client = str(peer[0]) if peer else "unknown"
-            self.session_limit = self.loop.call_later(self.handler.limits.session_seconds, self._session_too_long)
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        if self.session_limit is not None:
-            self.session_limit.cancel()
-        self._close_transaction(self.envelope)
-        super().connection_lost(error)
-
-    def data_received(self, data: bytes) -> None:
-        """Message data buys time as it arrives, but only as much as it is worth (limits.DataDeadline),
-        however long the reads wait for a whole chunk. The deadline only moves forward, so the timer
-        is re-armed when it fires, not at each arrival."""
-        if self.data_deadline is not None:
-            self.data_deadline.received(len(data), self.loop.time())
-        super().data_received(data)
-
-    def _session_too_long(self) -> None:
-        """421 and close, whatever the client is doing, except while we wait for the upstream's
-        answer to a message (closing then could leave it delivered but unanswered, and sent twice):
-        then as soon as that answer is passed on. A message the client was still sending is not
-        relayed; the client sends it again on a new connection."""
-        if self.relaying:
-            self.expired = True  # busy() calls again once the upstream's answer is on its way
-            return
-        log.info("client=%s session longer than %gs; closing", self.client, self.handler.limits.session_seconds)
-        if (transport := open_for_writing(self.transport)) is not None:
-            transport.write(f"421 4.4.2 {self.hostname} Session too long; closing connection\r\n".encode())
-        if self.transport is not None:
-            self.transport.close()
-
-    def _create_envelope(self) -> Envelope:
-        """A new envelope at RSET, HELO/EHLO, STARTTLS and after DATA: the old transaction ends."""
-        self._close_transaction(self.envelope)
-        return SubmissionEnvelope()
-
-    def _close_transaction(self, envelope: Envelope | None) -> None:
-        if isinstance(envelope, SubmissionEnvelope) and envelope.transaction is not None:
-            if envelope.transaction.open:  # after a relayed message there is nothing left to end
-                self.handler.background(envelope.transaction.abort())
-            envelope.transaction = None
-
-    def _timeout_cb(self) -> None:
-        if self.data_deadline is not None and (left := self.data_deadline.at - self.loop.time()) > 0:
-            self._reset_timeout(left)  # data arrived since the timer was set: the deadline moved on
-            return
-        if (transport := open_for_writing(self.transport)) is not None:
-            limits = self.handler.limits
-            if self.data_deadline is not None:
-                log.info(
-                    "client=%s sent message data slower than %d octets/s; closing", self.client, limits.data_min_rate
-                )
-                reply = f"421 4.4.2 {self.hostname} Message data too slow; closing connection"
-            else:
-                log.info("client=%s sent no complete command within %gs; closing", self.client, limits.idle_timeout)
-                reply = f"421 4.4.2 {self.hostname} Idle timeout; closing connection"
-            transport.write(f"{reply}\r\n".encode("ascii"))
-        if self.transport is not None:
-            self.transport.close()  # as aiosmtpd's own callback: connection_lost cleans up
-
-    @contextlib.asynccontextmanager
-    async def busy(self) -> AsyncIterator[None]:
-        """Pause the idle timer while we, not the client, are the slow side (waiting on the upstream)."""
-        if self._timeout_handle is not None:
-            self._timeout_handle.cancel()
-        self.relaying = True
-        try:
-            yield
-        finally:
-            self.relaying = False
-            if self.expired:
-                self.loop.call_soon(self._session_too_long)  # after the reply now being pushed
-            if self.transport is not None:
-                self._reset_timeout()
-
-    def _counted(self, method: Callable[[str | None], Awaitable[None]]) -> Callable[[str | None], Awaitable[None]]:
-        async def counted(arg: str | None) -> None:
-            self.commands += 1
-            if self.commands > self.handler.limits.max_commands:
-                log.info("client=%s sent more than %d commands; closing", self.client, self.commands - 1)
-                await self.push("421 4.7.0 Too many commands in one session; closing connection")
-                if self.transport is not None:
-                    self.transport.close()
-                return
-            await method(arg)
-
-        return counted
-
-    # -- state ----------------------------------------------------------------------------
-
-    @property
-    def auth_allowed(self) -> bool:
-        if self._tls_protocol is not None:
-            return True
-        if not self.handler.allow_auth_without_tls_on_loopback:
-            return False
-        with contextlib.suppress(ValueError):
-            return ipaddress.ip_address(self.client.split("%", 1)[0]).is_loopback
-        return False
-
-    @property
-    def login(self) -> str | None:
-        data: Any = self.session.auth_data if self.session and self.session.authenticated else None
-        return data if isinstance(data, str) else None
-
-    # -- AUTH (RFC 4954) --------------------------------------------------------------------
-
-    async def smtp_AUTH(self, arg: str) -> None:
-        if not self.auth_allowed:
-            await self.push("530 5.7.0 Must issue a STARTTLS command first")
-            return
-        if self.envelope is not None and self.envelope.mail_from is not None:
-            await self.push("503 5.5.1 AUTH is not allowed during a mail transaction")
-            return
-        locked = self.handler.throttle_locked(self.client)
-        if locked:
-            await self.push(f"454 4.7.0 Too many failed logins from {self.client}; try again in {int(locked) + 1}s")
-            return
-        await super().smtp_AUTH(arg)
-
-    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
-        response = await self._auth_response(args, "")
-        if response is None:
-            return AuthResult(success=False, handled=True)
-        parts = response.split(b"\x00")
-        if len(parts) != 3 or (parts[0] and parts[0] != parts[1]):  # RFC 4616; no acting for others
-            await self.push("501 5.5.2 Cannot decode the PLAIN response")
-            return AuthResult(success=False, handled=True)
-        return await self._check(parts[1], parts[2])
-
-    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
-        login = await self._auth_response(args, "Username:")
-        if login is None:
-            return AuthResult(success=False, handled=True)
-        password = await self._auth_response([args[0]], "Password:")
-        if password is None:
-            return AuthResult(success=False, handled=True)
-        return await self._check(login, password)
-
-    async def _auth_response(self, args: list[str], challenge: str) -> bytes | None:
-        """The initial response if given (RFC 4954 section 4), else the answer to a 334 challenge."""
-        if len(args) > 1:
-            try:
-                return b64decode(args[1].encode("ascii"), validate=True) if args[1] != "=" else b""
-            except ValueError:
-                await self.push("501 5.5.2 Cannot decode base64")
-                return None
-        answer = await self.challenge_auth(challenge)
-        return answer if isinstance(answer, bytes) else None  # challenge_auth already answered "*"
-
-    async def _check(self, login: bytes, password: bytes) -> AuthResult:
-        try:
-            username, secret = login.decode("utf-8"), password.decode("utf-8")
-        except UnicodeDecodeError:
-            username, secret = "", ""
-        async with self.busy():
-            reply, canonical = await self.handler.authenticate(self.client, username, secret)
-        if canonical is not None:
-            return AuthResult(success=True, auth_data=canonical)
-        if reply is not None:
-            await self.push(reply)
-            return AuthResult(success=False, handled=True)
-        return AuthResult(success=False, handled=False)  # aiosmtpd answers 535 5.7.8
-
-    # -- the mail transaction -------------------------------------------------------------
+class SubmissionSMTP(AuthenticatingConnection):
+    """The protocol `proxy.SubmissionHandler.listen` serves: limits, AUTH, and MAIL, RCPT and DATA."""
 
     async def _transaction_ready(self, command: str) -> bool:
         if await self.check_helo_needed("EHLO"):
