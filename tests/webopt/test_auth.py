@@ -21,6 +21,14 @@ def test_pages_send_a_visitor_who_is_not_logged_in_to_the_login_page(client: Fla
     assert response.location.startswith("/login?next=")
 
 
+def test_a_query_string_that_is_not_utf8_still_sends_a_visitor_to_the_login_page(client: FlaskClient) -> None:
+    """The WSGI server passes the raw octets of the query (as Latin-1); one that is not UTF-8 is
+    bad input, answered like any other visit, not a 500."""
+    response = client.get("/fixed", environ_overrides={"QUERY_STRING": "x=\xff"})
+    assert response.status_code == 302
+    assert response.location.startswith("/login?next=/fixed")
+
+
 def test_login_with_the_store_password_opens_the_users_page(client: FlaskClient) -> None:
     response = log_in(client, "Alice")
     assert response.status_code == 303 and response.location == "/"
