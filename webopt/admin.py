@@ -118,7 +118,9 @@ def keys() -> str:
 @admin_required
 def stats() -> str:
     days = request.args.get("days", "30")
-    if not days.isdigit() or not 1 <= int(days) <= MAX_DAYS:
+    # ASCII digits of a sane length: isdigit() alone takes '²', and int() refuses both it and
+    # numbers of more than 4300 digits (ValueError, a 500 page).
+    if not (days.isascii() and days.isdigit() and len(days) <= 9) or not 1 <= int(days) <= MAX_DAYS:
         abort(400, f"days must be a whole number from 1 to {MAX_DAYS}.")
     svc = services()
     by_mode, by_reason, rows = site_statistics(svc.store, svc.now(), int(days))

@@ -116,6 +116,6 @@ def test_statistics_chart_forgeries_by_mode_and_by_reason(carol: FlaskClient, si
     assert "rejected (full mode): 1" in short
 
 
-@pytest.mark.parametrize("days", ["0", "367", "-1", "abc", "1e3"])
+@pytest.mark.parametrize("days", ["0", "367", "-1", "abc", "1e3", "\u00b2", "9" * 5000])
 def test_statistics_refuse_a_bad_number_of_days(carol: FlaskClient, days: str) -> None:
     assert carol.get(f"/admin/stats?days={days}").status_code == 400
