@@ -22,8 +22,10 @@ CONTINUE, ACCEPT, CHGHEADER, INSHEADER, TEMPFAIL, REPLYCODE = b"c", b"a", b"m", 
 
 VERSION = 6
 ACTION_ADDHDRS, ACTION_CHGHDRS = 0x01, 0x10
+#: SMFIP_NOCONNECT | SMFIP_NOHELO: the steps carrying the client address and HELO name an SPF check needs.
+CLIENT_STEPS = 0x01 | 0x02
 # Steps we do not need: tell the MTA not to send them (SMFIP_NOCONNECT, NOHELO, NOBODY, NOUNKNOWN, NODATA).
-PROTOCOL_SKIP = 0x01 | 0x02 | 0x10 | 0x100 | 0x200
+PROTOCOL_SKIP = CLIENT_STEPS | 0x10 | 0x100 | 0x200
 
 
 class MilterProtocolError(ValueError):
@@ -69,13 +71,16 @@ def _cstring(text: str) -> bytes:
     return text.replace("\0", "").encode("utf-8", "surrogateescape") + b"\0"
 
 
-def optneg_reply(mta_data: bytes) -> bytes:
-    """Agree on version 6, ask to add and change headers, and skip the steps we ignore."""
+def optneg_reply(mta_data: bytes, skip: int = PROTOCOL_SKIP) -> bytes:
+    """Agree on version 6, ask to add and change headers, and skip the steps in `skip` (SMFIP_NO*).
+
+    The MTA then never sends a skipped step (Postfix milter8.c, milter8_event()).
+    """
     if len(mta_data) < 12:
         raise MilterProtocolError("short option negotiation")
     _version, mta_actions, mta_protocol = struct.unpack(">III", mta_data[:12])
     actions = (ACTION_ADDHDRS | ACTION_CHGHDRS) & mta_actions
-    return encode(OPTNEG, struct.pack(">III", VERSION, actions, PROTOCOL_SKIP & mta_protocol))
+    return encode(OPTNEG, struct.pack(">III", VERSION, actions, skip & mta_protocol))
 
 
 def change_header(index: int, name: str, value: str) -> bytes:

@@ -45,7 +45,9 @@ class MilterSession:
         """Replies for one packet; [] where the protocol wants none (macros, abort)."""
         command, args = packet.command, packet.strings()
         if command == mp.OPTNEG:
-            return [mp.optneg_reply(packet.data)]
+            # Without CONNECT and HELO there is no client address to check SPF for.
+            skip = mp.PROTOCOL_SKIP if self.spf_check is None else mp.PROTOCOL_SKIP & ~mp.CLIENT_STEPS
+            return [mp.optneg_reply(packet.data, skip)]
         if command in (mp.MACRO, mp.ABORT, mp.QUIT_NC):
             if command != mp.MACRO:
                 self.message = _Message()

@@ -1,0 +1,90 @@
+"""The Authentication-Results milter session, driven as Postfix drives it (src/milter/milter8.c)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from service_harness import KEYRING
+
+from callout import milter_protocol as mp
+from callout.authresults import SpfCheck
+from callout.decision import Rules
+from callout.milter_server import MilterSession
+from callout.service import VerificationService
+from gateway.store import Store
+from signed_sender import Policy
+
+#: What Postfix offers in its SMFIC_OPTNEG (milter8.c, MILTER8_V6_PROTO_MASK and my_actions).
+POSTFIX_ACTIONS = 0x1FF
+POSTFIX_EVENTS = 0x1FFFFF
+SMFIP_NOCONNECT, SMFIP_NOHELO = 0x01, 0x02
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[VerificationService]:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    Store.upgrade(url)
+    store = Store.open(url)
+    verification = VerificationService(store, Rules(keyring=KEYRING, policy=Policy()))
+    asyncio.run(verification.refresh())
+    yield verification
+    store.close()
+
+
+class Postfix:
+    """The MTA side: negotiates, then sends each event unless the filter asked to skip it, as
+    milter8_event() does (`if (milter->ev_mask & skip_event_flag) return`)."""
+
+    def __init__(self, session: MilterSession) -> None:
+        self.session = session
+        reply = session.respond(mp.Packet(mp.OPTNEG, struct.pack(">III", 6, POSTFIX_ACTIONS, POSTFIX_EVENTS)))
+        _version, _actions, self.skip = struct.unpack(">III", reply[5:17])
+
+    def event(self, command: bytes, data: bytes, skip_flag: int = 0) -> bytes:
+        if self.skip & skip_flag:
+            return b""
+        return self.session.respond(mp.Packet(command, data))
+
+    def message(self, client: str, helo: str, sender: str, recipient: str) -> list[mp.Packet]:
+        self.event(mp.CONNECT, b"client.example\x004\x04\x00" + client.encode() + b"\x00", SMFIP_NOCONNECT)
+        self.event(mp.HELO, helo.encode() + b"\x00", SMFIP_NOHELO)
+        self.event(mp.MAIL, f"<{sender}>\x00".encode())
+        self.event(mp.RCPT, f"<{recipient}>\x00".encode())
+        self.event(mp.EOH, b"")
+        return mp.MilterParser().feed(self.event(mp.BODYEOB, b""))
+
+
+def inserted_header(packets: list[mp.Packet]) -> str:
+    (inserted,) = [p for p in packets if p.command == mp.INSHEADER]
+    name, value = inserted.data[4:].split(b"\0")[:2]
+    return f"{name.decode()}: {value.decode()}"
+
+
+def test_with_an_spf_check_the_milter_asks_for_the_client_and_adds_the_spf_result(
+    service: VerificationService,
+) -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    def spf(client: str, sender: str, helo: str) -> str:
+        asked.append((client, sender, helo))
+        return "pass"
+
+    check: SpfCheck = spf
+    postfix = Postfix(MilterSession(service, "mx.example.ac.uk", check))
+    header = inserted_header(postfix.message("192.0.2.1", "mail.other.org", "bob@other.org", "carol@example.ac.uk"))
+    assert asked == [("192.0.2.1", "bob@other.org", "mail.other.org")]
+    assert header == (
+        "Authentication-Results: mx.example.ac.uk; x-signed-sender=none smtp.mailfrom=bob@other.org; "
+        "spf=pass smtp.mailfrom=bob@other.org"
+    )
+
+
+def test_without_an_spf_check_the_milter_skips_the_connect_and_helo_steps(service: VerificationService) -> None:
+    postfix = Postfix(MilterSession(service, "mx.example.ac.uk"))
+    assert postfix.skip & (SMFIP_NOCONNECT | SMFIP_NOHELO) == SMFIP_NOCONNECT | SMFIP_NOHELO
+    header = inserted_header(postfix.message("192.0.2.1", "mail.other.org", "bob@other.org", "carol@example.ac.uk"))
+    assert header == "Authentication-Results: mx.example.ac.uk; x-signed-sender=none smtp.mailfrom=bob@other.org"
