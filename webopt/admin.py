@@ -16,7 +16,7 @@ from gateway.leaks import LeakRefused, blacklist_leak
 from gateway.store import InvalidValue, Mode, NotFound, UnknownUser
 
 from .auth import admin_required
-from .forms import ActionForm, AdminModeForm, LeakForm
+from .forms import ActionForm, AdminModeForm, LeakForm, has_control_characters
 from .services import services
 from .stats import FORGERY_KINDS, KIND_LABELS, MAX_DAYS, site_statistics
 from .user import MAX_TAG_ID, TAKES_EFFECT
@@ -36,6 +36,8 @@ def users() -> str:
 @admin_required
 def set_mode(login: str) -> Response:
     store = services().store
+    if has_control_characters(login):
+        abort(404)  # no login has one, and PostgreSQL refuses a NUL as a fault (503), not as "no such user"
     try:
         user = store.get_user(login)
     except UnknownUser:

@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from gateway import passwords
 from gateway.store import Store, UnknownUser, User
 
-from .forms import LoginForm
+from .forms import LoginForm, has_control_characters
 from .services import services
 from .throttle import client_key, login_key
 
@@ -110,7 +110,7 @@ def _safe_next(target: str | None) -> str | None:
     line breaks from a URL, so `/<TAB>/host` would become `//host`."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
         return None
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+    if has_control_characters(target):
         return None
     parts = urlsplit(target)
     return target if not parts.scheme and not parts.netloc else None

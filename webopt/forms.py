@@ -27,9 +27,13 @@ def _strip(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
+def has_control_characters(text: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
 def one_line(form: FlaskForm, field: Any) -> None:
     """Refuse control characters: the values end up in logs and in SMTP replies."""
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in field.data or ""):
+    if has_control_characters(field.data or ""):
         raise ValidationError("Use one line of text without control characters.")
 
 

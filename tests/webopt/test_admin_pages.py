@@ -60,6 +60,18 @@ def test_setting_a_mode_needs_a_known_user_a_known_mode_and_a_csrf_token(carol: 
     assert site.store.get_user("bob").mode is Mode.OFF
 
 
+@pytest.mark.parametrize("login", ["%00", "bob%00", "b%0Aob"])
+def test_setting_the_mode_of_a_login_with_a_control_character_is_404_not_503(
+    carol: FlaskClient, site: Site, login: str
+) -> None:
+    """No login holds one; PostgreSQL refuses a NUL in a query as a fault, which is not ours to report
+    as "try again later"."""
+    bob = site.store.get_user("bob")
+    response = post_form(carol, f"/admin/users/{login}/mode", {f"u{bob.id}-mode": "full"}, page="/admin/")
+    assert response.status_code == 404
+    assert site.store.get_user("bob").mode is Mode.OFF
+
+
 def test_postmaster_blacklists_anyones_leaked_address_and_lists_it(carol: FlaskClient, site: Site) -> None:
     leaked = sign("bob@example.ac.uk", site.keyring, time.time(), site.policy)
     response = post_form(carol, "/admin/blacklist", {"signed_address": leaked})
