@@ -103,6 +103,13 @@ def handler_from(config: Config, service: VerificationService, forward: ForwardC
     return CalloutHandler(service, limits_from(config), hostname=hostname, forward=forward)
 
 
+def _printable_ascii(line: str) -> str:
+    """RFC 5321 replies are ASCII (aiosmtpd without SMTPUTF8 cannot even send more) and a CR or LF
+    may only end them (section 2.3.8): anything else, such as a departmental server's localised
+    text or a control character in the address asked about, becomes "?"."""
+    return "".join(c if " " <= c <= "~" else "?" for c in line)
+
+
 def reply_for(decision: Decision, address: str) -> str:
     """The RCPT reply for a decision: 250 unless it rejects (5xx) or defers (4xx)."""
     if decision.action is Action.REJECT:
@@ -113,7 +120,7 @@ def reply_for(decision: Decision, address: str) -> str:
         line = f"{code} {decision.enhanced} {decision.text}"
     else:  # ACCEPT, and WARN: testing mode never refuses a callout
         line = f"250 2.1.5 <{address}> OK"
-    return line[:MAX_REPLY_LINE]
+    return _printable_ascii(line[:MAX_REPLY_LINE])
 
 
 class CalloutSession(Session):
@@ -180,7 +187,7 @@ class CalloutHandler:
             reply = f"450 4.7.1 Too many verification requests from {session.client}; try again later"
             return self._refuse(session, "rate", reply)
         if is_random_test_address(address.rpartition("@")[0].lower()):
-            return NO_SUCH_USER.format(address=address)[:MAX_REPLY_LINE]
+            return _printable_ascii(NO_SUCH_USER.format(address=address)[:MAX_REPLY_LINE])
         sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
         local = sender.rpartition("@")[0].lower()
         rules = self.service.rules

@@ -251,6 +251,13 @@ def test_reply_lines_are_cut_to_the_rfc_5321_limit() -> None:
     assert reply_for(accept, "a@b.c") == "250 2.1.5 <a@b.c> OK"
 
 
+def test_reply_lines_are_printable_ascii_whatever_the_address_or_the_text() -> None:
+    # aiosmtpd hands over <"a\rb"@b.c> with its CR; a bare CR in a reply is not SMTP (RFC 5321 2.3.8).
+    assert reply_for(Decision(Action.ACCEPT, "not_protected", "x"), "a\rb@b.c") == "250 2.1.5 <a?b@b.c> OK"
+    defer = Decision(Action.DEFER, "callout_unavailable", "(451 später)", 451, "4.4.3")
+    assert reply_for(defer, "a@b.c") == "451 4.4.3 (451 sp?ter)"
+
+
 def test_serve_starts_the_responder_on_callout_listen(tmp_path: Path) -> None:
     config_path = tmp_path / "antiforgery.toml"
     assert cli_main(["--config", str(config_path), "init", "--domain", "example.ac.uk"], out=io.StringIO()) == 0

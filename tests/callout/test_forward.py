@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,36 @@ def test_the_callout_responder_forwards_callouts_for_internal_domains(setup: Set
         smtp.mail("")
         code, text = smtp.rcpt(f"ghost@{DEPT}")
     assert code == 550 and text.decode().startswith(f"5.1.1 bounce to ghost@{DEPT} refused")
+
+
+def localised_server(servers: Servers, rcpt_reply: bytes) -> int:
+    """A departmental server that answers RCPT in UTF-8, as localised Exchange and Postfix setups do."""
+
+    async def dialogue(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 dept.test ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            writer.write(rcpt_reply if verb == b"RCPT" else b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = servers.call(asyncio.start_server(dialogue, "127.0.0.1", 0))
+    servers.servers.append(server)
+    return int(server.sockets[0].getsockname()[1])
+
+
+def test_a_localised_temporary_answer_reaches_the_callout_caller_as_a_4xx(setup: Setup, servers: Servers) -> None:
+    port = localised_server(servers, "450 4.2.1 Postfach vorübergehend gesperrt\r\n".encode())
+    handler = CalloutHandler(setup.running.service, forward=setup.checking(port))
+    server = setup.running.call(handler.listen("127.0.0.1", 0))
+    setup.running.servers.append(server)
+    with smtplib.SMTP("127.0.0.1", server.sockets[0].getsockname()[1], timeout=10) as smtp:
+        smtp.ehlo("mx.remote.test")
+        smtp.mail("")
+        code, text = smtp.rcpt(f"carol@{DEPT}")
+    assert code == 451, text  # never 500: a temporary failure must stay temporary (invariant 6)
+    assert text.isascii() and text.startswith(b"4.4.3 cannot verify carol@dept.example.ac.uk")
+    assert b"Postfach vor?bergehend gesperrt" in text
 
 
 def test_combine_is_pure_and_keeps_who_was_checked() -> None:
