@@ -73,6 +73,8 @@ REFUSE_DATA = "554 5.3.2 This host only answers address verification callouts; i
 #: DATA when no RCPT was accepted (RFC 5321 section 3.3: 503 or "no valid recipients" 554).
 NO_RECIPIENTS = "554 5.5.1 No valid recipients"
 NO_SUCH_USER = "550 5.1.1 <{address}>: no such user (the random address of a callout test)"
+#: Any fault on our side while answering (RFC 3463 X.3.0: other or undefined mail system status).
+TEMPORARY_FAILURE = "451 4.3.0 verification failed on our side; try again later"
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,13 @@ class CalloutHandler:
 
     async def handle_VRFY(self, server: SMTP, session: Session, envelope: Envelope, address: str) -> str:
         return "252 2.5.2 Cannot VRFY; ask by callout: MAIL FROM:<> RCPT TO:<address>"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's answer to an exception in a command. Without this hook it is `500 Error:
+        (<type>) <message>`: a permanent failure for a fault of ours, with our internals in it.
+        A fault costs the caller a retry, never a refusal (design invariants 6 and 9)."""
+        log.error("callout failed: %s", type(error).__name__, exc_info=error)
+        return TEMPORARY_FAILURE
 
     def _refuse(self, session: CalloutSession, limit: str, reply: str) -> str:
         REFUSED.labels(limit).inc()

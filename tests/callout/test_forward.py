@@ -136,6 +136,22 @@ def test_a_localised_temporary_answer_reaches_the_callout_caller_as_a_4xx(setup:
     assert b"Postfach vor?bergehend gesperrt" in text
 
 
+def test_a_fault_in_the_callout_path_answers_the_caller_451_never_500(setup: Setup) -> None:
+    async def broken(host: str, port: int) -> Any:
+        raise RuntimeError("connector failed: key=/etc/antiforgery/key")
+
+    client = CalloutClient(helo="gateway.test", routes={DEPT: ("127.0.0.1", 1)}, resolver=no_dns, connect=broken)
+    handler = CalloutHandler(setup.running.service, forward=ForwardCheck(setup.running.service, client, [DEPT]))
+    server = setup.running.call(handler.listen("127.0.0.1", 0))
+    setup.running.servers.append(server)
+    with smtplib.SMTP("127.0.0.1", server.sockets[0].getsockname()[1], timeout=10) as smtp:
+        smtp.ehlo("mx.remote.test")
+        smtp.mail("")
+        code, text = smtp.rcpt(f"carol@{DEPT}")
+        assert smtp.noop()[0] == 250  # the session goes on
+    assert (code, text) == (451, b"4.3.0 verification failed on our side; try again later")
+
+
 def test_combine_is_pure_and_keeps_who_was_checked() -> None:
     local = Decision(Action.ACCEPT, "not_protected", "x", checked=f"a@{DEPT}", role=Role.SENDER)
     assert combine(local, CalloutResult(Outcome.POSITIVE, "250 OK")) is local
