@@ -241,6 +241,8 @@ class CalloutClient:
             raise _HostUnusable(f"{where}: no connection within {self.timeout:g} s") from None
         except OSError as exc:
             raise _HostUnusable(f"{where}: cannot connect ({exc.strerror or exc})") from None
+        except UnicodeError as exc:  # a host name getaddrinfo cannot encode (IDNA: a label over 63)
+            raise _HostUnusable(f"{where}: cannot connect ({exc})") from None
         dialogue = _Dialogue(reader, writer, deadline)
         try:
             try:

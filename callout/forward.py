@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from gateway.config import Config, ConfigError
 
-from .callout_client import CalloutClient, CalloutResult, Outcome, parse_routes
+from .callout_client import CalloutClient, CalloutResult, Outcome, checked_address, parse_routes
 from .decision import Action, Decision, Request, Role
 from .service import VerificationService
 
@@ -77,10 +77,11 @@ class ForwardCheck:
     async def confirm(self, request: Request, decision: Decision, address: str, adapter: str) -> Decision:
         """Ask `address`'s own server (`target` chose it) and combine its answer with `decision`."""
         try:
-            result = await self.client.verify(address)
+            checked_address(address)
         except ValueError as exc:  # not an address the client can put in RCPT TO
             log.info("callout skipped for %r: %s", address, exc)
             return decision
+        result = await self.client.verify(address)  # any other failure is a fault, never an accept
         final = combine(decision, result)
         log.info(
             "callout adapter=%s address=%s outcome=%s%s action=%s client=%s detail=%s",

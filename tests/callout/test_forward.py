@@ -136,9 +136,22 @@ def test_a_localised_temporary_answer_reaches_the_callout_caller_as_a_4xx(setup:
     assert b"Postfach vor?bergehend gesperrt" in text
 
 
-def test_a_fault_in_the_callout_path_answers_the_caller_451_never_500(setup: Setup) -> None:
+def test_a_mail_exchanger_that_cannot_be_connected_to_by_name_defers_never_guesses(setup: Setup) -> None:
+    # A label over 63 characters (dnspython writes odd octets as \\DDD): the IDNA codec behind
+    # getaddrinfo raises UnicodeError, a ValueError, which is not the address being unusable.
+    async def mx(domain: str) -> list[tuple[int, str]]:
+        return [(10, "mx" + "\\040" * 16 + "." + domain)]
+
+    client = CalloutClient(helo="gateway.test", resolver=mx, timeout=5)
+    decision = setup.decide(f"carol@{DEPT}", "someone@other.org", ForwardCheck(setup.running.service, client, [DEPT]))
+    assert (decision.action, decision.code, decision.reason) == (Action.DEFER, 451, "callout_unavailable")
+    assert "cannot connect" in decision.text
+
+
+@pytest.mark.parametrize("fault", [RuntimeError, ValueError])
+def test_a_fault_in_the_callout_path_answers_the_caller_451_never_500(setup: Setup, fault: type[Exception]) -> None:
     async def broken(host: str, port: int) -> Any:
-        raise RuntimeError("connector failed: key=/etc/antiforgery/key")
+        raise fault("connector failed: key=/etc/antiforgery/key")
 
     client = CalloutClient(helo="gateway.test", routes={DEPT: ("127.0.0.1", 1)}, resolver=no_dns, connect=broken)
     handler = CalloutHandler(setup.running.service, forward=ForwardCheck(setup.running.service, client, [DEPT]))
