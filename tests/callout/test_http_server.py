@@ -63,6 +63,17 @@ def test_malformed_requests_are_errors_with_a_status(data: bytes, status: int) -
     assert parser.error is not None and parser.error.status == status
 
 
+def test_a_content_length_of_thousands_of_digits_is_read_as_a_number() -> None:
+    # Python refuses int() of over 4300 digits with ValueError (CVE-2020-10735): that must not
+    # escape the parser, which would end the connection without any answer.
+    huge = b"POST /v1/verify HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+    parser = RequestParser()
+    assert parser.feed(huge) == [] and parser.error is not None and parser.error.status == 413
+    padded = b"POST /v1/verify HTTP/1.1\r\nContent-Length: " + b"0" * 5000 + b'13\r\n\r\n{"sender":""}'
+    (request,) = RequestParser().feed(padded)  # RFC 9110 section 8.6: 1*DIGIT, leading zeros allowed
+    assert request.body == b'{"sender":""}'
+
+
 # --- the routes over a socket --------------------------------------------------------------------
 
 
