@@ -26,7 +26,10 @@ HEADER = "Authentication-Results"
 @dataclass
 class _Message:
     sender: str = ""
-    recipients: list[str] = field(default_factory=list)
+    #: Only the first recipient and the count are kept: the verdict needs no more (a bounce's
+    #: recipient is checked when it is the only one), and a client could send RCPTs without end.
+    recipient: str = ""
+    recipients: int = 0
     seen: int = 0  # Authentication-Results headers so far (milter header indexes are 1-based)
     foreign: list[int] = field(default_factory=list)
 
@@ -59,7 +62,9 @@ class MilterSession:
         elif command == mp.MAIL and args:
             self.message = _Message(sender=_bare(args[0]))
         elif command == mp.RCPT and args:
-            self.message.recipients.append(_bare(args[0]))
+            self.message.recipients += 1
+            if self.message.recipients == 1:
+                self.message.recipient = _bare(args[0])
         elif command == mp.HEADER and len(args) >= 1 and args[0].lower() == HEADER.lower():
             self.message.seen += 1
             value = args[1] if len(args) > 1 else ""
@@ -73,7 +78,7 @@ class MilterSession:
 
     def _end_of_message(self) -> list[bytes]:
         message = self.message
-        recipient = message.recipients[0] if len(message.recipients) == 1 else ""
+        recipient = message.recipient if message.recipients == 1 else ""
         request = self.service.request(message.sender, recipient, self.client_address, "END-OF-MESSAGE")
         decision = self.service.decide(request, "milter", record=False)  # the policy service recorded it
         spf = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,4 +88,22 @@ def test_without_an_spf_check_the_milter_skips_the_connect_and_helo_steps(servic
     postfix = Postfix(MilterSession(service, "mx.example.ac.uk"))
     assert postfix.skip & (SMFIP_NOCONNECT | SMFIP_NOHELO) == SMFIP_NOCONNECT | SMFIP_NOHELO
     header = inserted_header(postfix.message("192.0.2.1", "mail.other.org", "bob@other.org", "carol@example.ac.uk"))
+    assert header == "Authentication-Results: mx.example.ac.uk; x-signed-sender=none smtp.mailfrom=bob@other.org"
+
+
+def test_a_client_sending_endless_recipients_does_not_grow_the_session(service: VerificationService) -> None:
+    # The milter port is open to every local process; each packet may carry up to 1 MiB.
+    session = MilterSession(service, "mx.example.ac.uk")
+    session.respond(mp.Packet(mp.MAIL, b"<bob@other.org>\0"))
+    recipient = mp.Packet(mp.RCPT, b"<" + b"r" * (256 * 1024) + b"@example.ac.uk>\0")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(64):  # 16 MiB of recipients
+            session.respond(recipient)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 2 * 1024 * 1024
+    header = inserted_header(mp.MilterParser().feed(session.respond(mp.Packet(mp.BODYEOB, b""))))
     assert header == "Authentication-Results: mx.example.ac.uk; x-signed-sender=none smtp.mailfrom=bob@other.org"
