@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g
+from flask import Flask, Response, abort, g, request
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -65,6 +65,16 @@ def create_app(config: Config | None = None, test_config: Mapping[str, Any] | No
     install(app, Services(config, LoginThrottle(web.login_max_failures, web.login_lockout_seconds), clock))
     if web.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=web.proxy_hops, x_proto=web.proxy_hops)  # type: ignore[method-assign]
+
+    @app.before_request
+    def query_is_utf8() -> None:
+        # werkzeug decodes the raw query as strict UTF-8 wherever it is read (request.args,
+        # request.full_path): other octets would end in a UnicodeDecodeError, a 500 page.
+        try:
+            request.query_string.decode("utf-8")
+        except UnicodeDecodeError:
+            abort(400, "The address of the page is not valid: its query is not UTF-8 text.")
+
     CSRFProtect(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(user.bp)

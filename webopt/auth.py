@@ -74,20 +74,13 @@ def load_user() -> None:
             session.clear()
 
 
-def _path_and_query() -> str:
-    """The page asked for, to come back to after the login. Not `request.full_path`: it decodes
-    the raw query as strict UTF-8, and a client may send any octets there."""
-    query = request.query_string.decode("utf-8", "replace")
-    return f"{request.path}?{query}" if query else request.path
-
-
 def login_required(view: View) -> View:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if g.user is None:
             if g.remote_user:
                 abort(403, f"You are signed in as {g.remote_user}, but the mail service has no account of that name.")
-            back = _path_and_query() if request.method == "GET" else None
+            back = request.full_path.rstrip("?") if request.method == "GET" else None
             return redirect(url_for("auth.login", next=back))
         return view(*args, **kwargs)
 

@@ -21,12 +21,22 @@ def test_pages_send_a_visitor_who_is_not_logged_in_to_the_login_page(client: Fla
     assert response.location.startswith("/login?next=")
 
 
-def test_a_query_string_that_is_not_utf8_still_sends_a_visitor_to_the_login_page(client: FlaskClient) -> None:
-    """The WSGI server passes the raw octets of the query (as Latin-1); one that is not UTF-8 is
-    bad input, answered like any other visit, not a 500."""
-    response = client.get("/fixed", environ_overrides={"QUERY_STRING": "x=\xff"})
-    assert response.status_code == 302
-    assert response.location.startswith("/login?next=/fixed")
+NOT_UTF8 = {"QUERY_STRING": "next=/fixed?x=\xff"}  # the raw octet 0xFF, as a WSGI server passes it (Latin-1)
+
+
+@pytest.mark.parametrize("path", ["/login", "/fixed", "/admin/fixed", "/admin/stats"])
+def test_a_query_string_that_is_not_utf8_is_a_400_not_a_500(client: FlaskClient, carol: FlaskClient, path: str) -> None:
+    """werkzeug decodes the query as strict UTF-8 (request.args, request.full_path), so any other
+    octets there are bad input, answered with a 400 page for visitors and users alike."""
+    for visitor in (client, carol):
+        response = visitor.get(path, environ_overrides=NOT_UTF8)
+        assert response.status_code == 400 and "UTF-8" in response.text
+
+
+def test_a_login_posted_to_a_query_that_is_not_utf8_is_a_400_without_a_session(client: FlaskClient) -> None:
+    form = {"csrf_token": csrf_token(client, "/login"), "login": "alice", "password": PASSWORD}
+    assert client.post("/login", data=form, environ_overrides=NOT_UTF8).status_code == 400
+    assert client.get("/").status_code == 302
 
 
 def test_login_with_the_store_password_opens_the_users_page(client: FlaskClient) -> None:
