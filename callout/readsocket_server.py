@@ -12,9 +12,12 @@ Protocol (this module is its definition):
   (or any CR/LF at its end) is stripped, the end of input ends the last one. A longer line is
   answered `error line too long` and the connection is closed. Octets that are not UTF-8 are read
   as U+FFFD. Every line, even an empty one, gets exactly one response line ending in LF.
-- Tokens are separated by exactly one space; addresses cannot contain spaces. `<>` or an empty
-  token is the null sender; angle brackets around an address are ignored. The command is
-  case-insensitive.
+- Fields are separated by exactly one space. `<>` or an empty field is the null sender; angle
+  brackets around an address are ignored. The command is case-insensitive. Addresses may contain
+  spaces (RFC 5321 section 4.1.2: a quoted local part): the sender ends at the first space after
+  its quoted local part, if any (Exim's `$sender_address` keeps the quotes), and the recipient is
+  the rest of the line (Exim's `$local_part@$domain` has none). So no address can make a request
+  unreadable, which Exim would take for "no objection".
 - `verify <sender> [<recipient>]` decides as the policy adapter does (design invariant 4: the
   sender of a normal message, the recipient of a bounce). Responses:
   `accept`, `reject <code> <enhanced> <text>`, `warn <header line>`, `defer <text>`.
@@ -101,16 +104,31 @@ class AuthRes:
     recipient: str
 
 
+def _sender_and_recipient(fields: str) -> tuple[str, str]:
+    """Split `<sender> [<recipient>]`: the sender ends at the first space after its quoted local
+    part, if any (a quoted-pair, RFC 5321 section 4.1.2, does not end the quotes); the recipient is
+    the rest of the line."""
+    start = 1 if fields.startswith("<") else 0
+    if fields[start : start + 1] == '"':
+        start += 1
+        while start < len(fields) and fields[start] != '"':
+            start += 2 if fields[start] == "\\" else 1
+    space = fields.find(" ", start)
+    return (fields, "") if space < 0 else (fields[:space], fields[space + 1 :])
+
+
 def parse_request(line: bytes) -> Verify | Sign | AuthRes:
     if not line:
         raise RequestError("empty request")
-    tokens = line.decode("utf-8", "replace").split(" ")
+    text = line.decode("utf-8", "replace")
+    tokens = text.split(" ")
     command = tokens[0].lower()
     if command in ("verify", "authres"):
-        if len(tokens) not in (2, 3):
+        if len(tokens) < 2:
             raise RequestError("malformed request")
+        sender, recipient = _sender_and_recipient(text.partition(" ")[2])
         kind = Verify if command == "verify" else AuthRes
-        return kind(_address(tokens[1]), _address(tokens[2]) if len(tokens) == 3 else "")
+        return kind(_address(sender), _address(recipient))
     if command == "sign":
         if len(tokens) != 2 or not _address(tokens[1]):
             raise RequestError("malformed request")
