@@ -12,6 +12,7 @@ internal fault so that mail waits rather than being guessed at (design invariant
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable
 
@@ -67,13 +68,25 @@ class PolicySession:
             self.warned.popitem(last=False)
         return True
 
-    def _authentication_results(self, attributes: dict[str, str], decision: Decision) -> str:
+    def _authentication_results(self, attributes: dict[str, str], decision: Decision) -> bytes | Awaitable[bytes]:
+        """`PREPEND Authentication-Results: ...`; awaitable when an SPF check must be made first."""
+        if self.spf_check is None or not attributes.get("client_address"):
+            return self._prepend(attributes, decision, None)
+        return self._authentication_results_with_spf(attributes, decision)
+
+    async def _authentication_results_with_spf(self, attributes: dict[str, str], decision: Decision) -> bytes:
+        """pyspf asks DNS synchronously, for seconds when the sender's domain wants it so: in a
+        thread, so that the event loop every adapter shares goes on answering meanwhile."""
+        assert self.spf_check is not None
+        spf = await asyncio.to_thread(
+            self.spf_check, attributes["client_address"], attributes.get("sender", ""), attributes.get("helo_name", "")
+        )
+        return self._prepend(attributes, decision, spf)
+
+    def _prepend(self, attributes: dict[str, str], decision: Decision, spf: str | None) -> bytes:
         assert self.authserv_id is not None
-        sender = attributes.get("sender", "")
-        spf = None
-        if self.spf_check is not None and attributes.get("client_address"):
-            spf = self.spf_check(attributes["client_address"], sender, attributes.get("helo_name", ""))
-        return authresults.header(self.authserv_id, decision, spf, sender)
+        header = authresults.header(self.authserv_id, decision, spf, attributes.get("sender", ""))
+        return format_reply(f"PREPEND {header}")
 
     def feed(self, data: bytes) -> list[dict[str, str]]:
         return self.parser.feed(data)
@@ -82,7 +95,8 @@ class PolicySession:
         return []
 
     def respond(self, attributes: dict[str, str]) -> bytes | Awaitable[bytes]:
-        """The reply; awaitable only when an internal domain's own server must be asked (call-forward)."""
+        """The reply; awaitable only when an internal domain's own server must be asked (call-forward)
+        or an SPF check made (Authentication-Results at DATA)."""
         if attributes.get("request") != "smtpd_access_policy":
             return format_reply("DUNNO")
         request = self.service.request(
@@ -95,16 +109,16 @@ class PolicySession:
         decision = self.service.decide(request, "policy", record=not at_data)
         if self.forward is not None and not at_data and (address := self.forward.target(decision)):
             return self._forwarded(request, decision, address, attributes)  # an internal domain: ask its server
-        return self._reply(attributes, decision, at_data)
+        if at_data and decision.action is not Action.DEFER:
+            # Testing-mode warnings were prepended at RCPT; here every message gets the verdict.
+            return self._authentication_results(attributes, decision)
+        return self._reply(attributes, decision)
 
     async def _forwarded(self, request: Request, decision: Decision, address: str, attributes: dict[str, str]) -> bytes:
         assert self.forward is not None
-        return self._reply(attributes, await self.forward.confirm(request, decision, address, "policy"), False)
+        return self._reply(attributes, await self.forward.confirm(request, decision, address, "policy"))
 
-    def _reply(self, attributes: dict[str, str], decision: Decision, at_data: bool) -> bytes:
-        if at_data and decision.action is not Action.DEFER:
-            # Testing-mode warnings were prepended at RCPT; here every message gets the verdict.
-            return format_reply(f"PREPEND {self._authentication_results(attributes, decision)}")
+    def _reply(self, attributes: dict[str, str], decision: Decision) -> bytes:
         action = action_for(decision)
         if action.startswith("PREPEND") and not self._first_time(attributes.get("instance", "")):
             return format_reply("DUNNO")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 
 import pytest
@@ -141,3 +142,33 @@ def test_store_lost_after_start_keeps_serving_the_last_snapshot(store_url: str) 
         running.service.store.close()
         running.service.store = store
         running.stop()
+
+
+def test_a_slow_spf_lookup_at_data_holds_up_no_other_request(running_service: RunningService) -> None:
+    # pyspf asks DNS synchronously, for seconds when a sender's domain wants it so (the SPF hint).
+    released = threading.Event()
+
+    def slow_spf(ip: str, sender: str, helo: str) -> str:
+        released.wait(5)
+        return "pass"
+
+    session = policy_server.session_factory(running_service.service, "mail.example.ac.uk", slow_spf)
+    port = running_service.listen("policy", session)
+    data, other = LineClient(port), LineClient(port)
+    try:
+        data.send(
+            b"request=smtpd_access_policy\nprotocol_state=DATA\nsender=bob@other.org\n"
+            b"recipient=x@example.ac.uk\nclient_address=192.0.2.7\nhelo_name=mx.other.org\n\n"
+        )
+        time.sleep(0.2)  # the DATA request is in its SPF lookup
+        other.sock.settimeout(2)
+        assert ask(other, sender="someone@other.org", recipient="x@example.ac.uk") == "DUNNO"
+        released.set()
+        assert data.read_until(b"\n\n").decode() == (
+            "action=PREPEND Authentication-Results: mail.example.ac.uk; x-signed-sender=none "
+            "smtp.mailfrom=bob@other.org; spf=pass smtp.mailfrom=bob@other.org"
+        )
+    finally:
+        released.set()
+        data.close()
+        other.close()
