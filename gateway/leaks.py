@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from signed_sender import Keyring, Policy, TagKind, verify
+from signed_sender import Keyring, Policy, Reason, TagKind, verify
 
 from .store import ResolutionKind, Store
 
@@ -26,7 +26,7 @@ class LeakReport:
 
     signed_address: str  # canonical (lower-case) form, the blacklist key
     base_address: str
-    expires_at: dt.datetime | None  # None: the tag carries no time (malformed), so it cannot verify
+    expires_at: dt.datetime | None  # None only for a tag that carries no time
     blacklisted: bool  # False: the tag had expired already, so nothing was stored
 
 
@@ -48,7 +48,8 @@ def blacklist_leak(
 
     With `owner` (a login), only a tag on an address that leads to that user is accepted: a user
     may report their own leaked addresses, not have someone else's mail rejected.
-    Raises LeakRefused for an untagged address, a fixed tag, or another user's address.
+    Raises LeakRefused for an untagged address, a fixed tag, a tag we did not make (a bad MAC, an
+    unknown key, a time stamp from the future), or another user's address.
     """
     verdict = verify(signed_address, keyring, now, policy)
     if not verdict.signed or verdict.tag is None:
@@ -59,6 +60,13 @@ def blacklist_leak(
             raise LeakRefused(f"{verdict.address} is not one of your addresses")
     if verdict.kind is TagKind.FIXED:
         raise LeakRefused("fixed tags do not expire: revoke the fixed tag instead of blacklisting it")
+    if verdict.reason not in (Reason.VALID, Reason.EXPIRED):
+        # A forged tag is refused already; stored, it would live until its forged timestamp expires
+        # (up to 2089) and let anyone grow the blacklist with tags that mean nothing.
+        raise LeakRefused(
+            f"the tag of {signed_address} was not made by this service ({verdict.reason.value}): it is"
+            " refused already, so there is nothing to blacklist"
+        )
     signed_form = verdict.signed_form(policy.separator) or signed_address
     if verdict.expires is None or verdict.expires < now:
         expires_at = _utc(verdict.expires) if verdict.expires is not None else None

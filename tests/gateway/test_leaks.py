@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gateway.leaks import LeakRefused, blacklist_leak
@@ -32,6 +34,27 @@ def test_an_expired_tag_is_reported_but_not_stored(store: Store) -> None:
 def test_an_address_without_a_tag_is_refused(store: Store, address: str) -> None:
     with pytest.raises(LeakRefused, match="carries no tag"):
         blacklist_leak(store, address, KEYRING, NOW, POLICY, "x")
+
+
+def _with_another_last_mac_character(signed: str) -> str:
+    local, _, domain = signed.partition("@")
+    return f"{local[:-1]}{'b' if local[-1] == 'a' else 'a'}@{domain}"
+
+
+@pytest.mark.parametrize(
+    ("forge", "reason"),
+    [
+        (_with_another_last_mac_character, "bad_mac"),
+        (lambda signed: sign("alice@example.ac.uk", Keyring([Key(1, b"x" * 32)], 1), NOW, POLICY), "unknown_key"),
+        (lambda signed: sign("alice@example.ac.uk", KEYRING, NOW + 60 * 86400 * 365, POLICY), "from_future"),
+    ],
+)
+def test_a_tag_this_service_did_not_make_is_refused_not_stored(store: Store, forge: Any, reason: str) -> None:
+    """Anyone could otherwise store tags that mean nothing, each until its forged time stamp expires."""
+    forged = forge(sign("alice@example.ac.uk", KEYRING, NOW, POLICY))
+    with pytest.raises(LeakRefused, match=f"not made by this service \\({reason}\\)"):
+        blacklist_leak(store, forged, KEYRING, NOW, POLICY, "x")
+    assert store.blacklist_list() == []
 
 
 def test_a_fixed_tag_must_be_revoked_instead(store: Store) -> None:
