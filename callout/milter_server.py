@@ -12,6 +12,8 @@ OpenDKIM and OpenDMARC do. Verification (reject/warn) stays with the policy serv
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from . import authresults
@@ -71,19 +73,26 @@ class MilterSession:
             if authresults.is_ours(f"{HEADER}:{value}", self.authserv_id):
                 self.message.foreign.append(self.message.seen)
         elif command == mp.BODYEOB:
-            replies = self._end_of_message()
+            replies = self._end_of_message(None)
             self.message = _Message()
             return replies
         return [mp.encode(mp.CONTINUE)]
 
-    def _end_of_message(self) -> list[bytes]:
+    async def _end_of_message_with_spf(self) -> bytes:
+        """pyspf asks DNS synchronously, for seconds when the sender's domain wants it so: in a
+        thread, so that the event loop every adapter shares goes on answering meanwhile. Nothing
+        else of this connection is read until the reply is out (callout.exchange)."""
+        assert self.spf_check is not None and self.client_address is not None
+        spf = await asyncio.to_thread(self.spf_check, self.client_address, self.message.sender, self.helo)
+        replies = self._end_of_message(spf)
+        self.message = _Message()
+        return b"".join(replies)
+
+    def _end_of_message(self, spf: str | None) -> list[bytes]:
         message = self.message
         recipient = message.recipient if message.recipients == 1 else ""
         request = self.service.request(message.sender, recipient, self.client_address, "END-OF-MESSAGE")
         decision = self.service.decide(request, "milter", record=False)  # the policy service recorded it
-        spf = None
-        if self.spf_check is not None and self.client_address:
-            spf = self.spf_check(self.client_address, message.sender, self.helo)
         value = authresults.header_value(self.authserv_id, decision, spf, message.sender)
         # Delete from the last to the first, so that earlier indexes stay valid.
         replies = [mp.change_header(index, HEADER, "") for index in reversed(message.foreign)]
@@ -91,9 +100,12 @@ class MilterSession:
         replies.append(mp.encode(mp.CONTINUE))
         return replies
 
-    def respond(self, packet: mp.Packet) -> bytes:
+    def respond(self, packet: mp.Packet) -> bytes | Awaitable[bytes]:
+        """The replies to one packet; awaitable only at end of message with an SPF check to make."""
         if packet.command == mp.QUIT:
             raise CloseConnection
+        if packet.command == mp.BODYEOB and self.spf_check is not None and self.client_address:
+            return self._end_of_message_with_spf()
         try:
             return b"".join(self.handle(packet))
         except mp.MilterProtocolError:

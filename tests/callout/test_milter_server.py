@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
+import threading
+import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import pytest
-from service_harness import KEYRING
+from service_harness import KEYRING, RunningService
 
 from callout import milter_protocol as mp
+from callout import milter_server
 from callout.authresults import SpfCheck
 from callout.decision import Rules
 from callout.milter_server import MilterSession
@@ -48,7 +52,8 @@ class Postfix:
     def event(self, command: bytes, data: bytes, skip_flag: int = 0) -> bytes:
         if self.skip & skip_flag:
             return b""
-        return self.session.respond(mp.Packet(command, data))
+        reply = self.session.respond(mp.Packet(command, data))
+        return reply if isinstance(reply, bytes) else asyncio.run(to_bytes(reply))
 
     def message(self, client: str, helo: str, sender: str, recipient: str) -> list[mp.Packet]:
         self.event(mp.CONNECT, b"client.example\x004\x04\x00" + client.encode() + b"\x00", SMFIP_NOCONNECT)
@@ -57,6 +62,10 @@ class Postfix:
         self.event(mp.RCPT, f"<{recipient}>\x00".encode())
         self.event(mp.EOH, b"")
         return mp.MilterParser().feed(self.event(mp.BODYEOB, b""))
+
+
+async def to_bytes(reply: Awaitable[bytes]) -> bytes:
+    return await reply
 
 
 def inserted_header(packets: list[mp.Packet]) -> str:
@@ -107,3 +116,48 @@ def test_a_client_sending_endless_recipients_does_not_grow_the_session(service: 
     assert grown < 2 * 1024 * 1024
     header = inserted_header(mp.MilterParser().feed(session.respond(mp.Packet(mp.BODYEOB, b""))))
     assert header == "Authentication-Results: mx.example.ac.uk; x-signed-sender=none smtp.mailfrom=bob@other.org"
+
+
+def read_packets(sock: socket.socket, command: bytes) -> list[mp.Packet]:
+    """Packets from the milter up to and including the first `command`."""
+    parser, got = mp.MilterParser(), []
+    while not any(p.command == command for p in got):
+        chunk = sock.recv(65536)
+        assert chunk, "closed by the milter"
+        got += parser.feed(chunk)
+    return got
+
+
+def test_a_slow_spf_lookup_holds_up_no_other_connection(running_service: RunningService) -> None:
+    # pyspf asks DNS synchronously, for seconds when a sender's domain wants it so.
+    released = threading.Event()
+
+    def slow_spf(ip: str, sender: str, helo: str) -> str:
+        released.wait(5)
+        return "pass"
+
+    port = running_service.listen(
+        "milter", milter_server.session_factory(running_service.service, "mx.example.ac.uk", slow_spf)
+    )
+    optneg = mp.encode(mp.OPTNEG, struct.pack(">III", 6, POSTFIX_ACTIONS, POSTFIX_EVENTS))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as message:
+        message.sendall(
+            optneg
+            + mp.encode(mp.CONNECT, b"client.example\x004\x04\x00192.0.2.1\x00")
+            + mp.encode(mp.HELO, b"mail.other.org\x00")
+            + mp.encode(mp.MAIL, b"<bob@other.org>\x00")
+            + mp.encode(mp.RCPT, b"<carol@example.ac.uk>\x00")
+            + mp.encode(mp.EOH)
+            + mp.encode(mp.BODYEOB)
+        )
+        time.sleep(0.2)  # the message is in its SPF lookup
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as other:
+                other.sendall(optneg)
+                assert read_packets(other, mp.OPTNEG)[0].command == mp.OPTNEG
+        finally:
+            released.set()
+        assert inserted_header(read_packets(message, mp.INSHEADER)) == (
+            "Authentication-Results: mx.example.ac.uk; x-signed-sender=none smtp.mailfrom=bob@other.org; "
+            "spf=pass smtp.mailfrom=bob@other.org"
+        )
