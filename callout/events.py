@@ -110,6 +110,7 @@ class EventWriter:
         self._failing = False  # a write failed and none has succeeded since
         self._dropping = False  # new events are being dropped because the queue is full
         self._dropped_in_fault = 0
+        self._dropped_while_full = 0  # since the queue last became full
 
     @property
     def held(self) -> int:
@@ -127,10 +128,11 @@ class EventWriter:
         if self._wake is None:
             return
         if len(self._pending) + self._writing >= self.limit:
-            self._drop(1)
             if not self._dropping:
                 self._dropping = True
+                self._dropped_while_full = 0
                 log.warning("event queue full (%d held): new events are dropped until the store takes some", self.limit)
+            self._drop(1)
             return
         self._pending.append((decision, request, adapter))
         self._wake.set()
@@ -223,10 +225,11 @@ class EventWriter:
             self._dropped_in_fault = 0
         if self._dropping and self.held <= self.limit // 2:
             self._dropping = False  # the next full queue is a new fault, logged again
-            log.warning("event queue has room again; %d events were dropped", self._dropped_in_fault)
+            log.warning("event queue has room again; %d events were dropped", self._dropped_while_full)
             self._dropped_in_fault = 0
         return True
 
     def _drop(self, count: int) -> None:
         EVENTS_DROPPED.inc(count)
         self._dropped_in_fault += count
+        self._dropped_while_full += count

@@ -194,6 +194,7 @@ def test_beyond_the_queue_bound_events_are_dropped_counted_and_logged_once(
     stored = [e.client for e in service.store.list_events(limit=100_000) if e.reason != "filler"]
     assert sorted(c or "" for c in stored) == [f"192.0.2.{i}" for i in range(5)]  # the first five, in full
     assert len(messages(caplog, "events are written again; 3 dropped")) == 1
+    assert len(messages(caplog, "event queue has room again; 3 events were dropped")) == 1
 
 
 def test_stop_during_the_fault_counts_what_was_held_as_dropped(
