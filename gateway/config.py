@@ -13,6 +13,8 @@ from typing import Any
 
 from signed_sender import Policy
 
+from .store.db import check_url as check_store_url
+
 DEFAULT_PATH = Path("/etc/antiforgery/antiforgery.toml")
 
 
@@ -377,6 +379,10 @@ def parse(path: Path, text: str) -> Config:
                 parse_listen(value)
             except ValueError as exc:
                 raise ConfigError(f"{path}: [verification] {name}: {exc}") from None
+    try:
+        check_store_url(config.store.url)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [store] url: {exc}") from None
     if verification.webmail_token_file:
         verification = replace(
             verification, webmail_token_file=str(_resolve(base, Path(verification.webmail_token_file)))

@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -59,6 +59,30 @@ def _normalize_url(url: str | URL) -> URL:
         # psycopg 3 is the driver we depend on; SQLAlchemy's default for plain postgresql:// is psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+#: Backends the schema and its migrations are tested on (tests run on both).
+BACKENDS = ("sqlite", "postgresql")
+
+
+def check_url(url: str) -> None:
+    """ValueError saying what is wrong with a store URL, before anything connects: otherwise a
+    mistyped port or a driver that is not installed surfaces as an internal error at first use.
+    The message never repeats the URL, which may hold a password (invariant 9)."""
+    try:
+        parsed = _normalize_url(url)
+    except ArgumentError:
+        raise ValueError("not a database URL (e.g. sqlite:///antiforgery.db, postgresql://user@host/db)") from None
+    except ValueError:  # SQLAlchemy parses the port with int(); its message may quote the password
+        raise ValueError("the port in the database URL is not a number") from None
+    backend = parsed.get_backend_name()
+    if backend not in BACKENDS:
+        raise ValueError(f"the store runs on {' or '.join(BACKENDS)}, not {backend}")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as exc:
+        extra = " (pip install 'antiforgery[postgresql]')" if backend == "postgresql" else ""
+        raise ValueError(f"the {parsed.drivername} driver is not installed: {exc}{extra}") from None
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:

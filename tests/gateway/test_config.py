@@ -29,6 +29,22 @@ def test_absolute_paths_and_other_databases_are_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u:s3cret@db.example.ac.uk:54x2/antiforgery", "the port in the database URL is not a number"),
+        ("mysql://u:s3cret@db.example.ac.uk/antiforgery", "the store runs on sqlite or postgresql, not mysql"),
+        ("postgresql+psycopg2://u:s3cret@db.example.ac.uk/db", "the postgresql[+]psycopg2 driver is not installed"),
+        ("s3cret", "not a database URL"),
+    ],
+)
+def test_a_store_url_that_cannot_work_is_named_without_its_password(tmp_path: Path, url: str, message: str) -> None:
+    """Found before anything connects, instead of an internal error at the first command."""
+    with pytest.raises(ConfigError, match=r"\[store\] url: " + message) as raised:
+        config.parse(tmp_path / "a.toml", f'[store]\nurl = "{url}"\n')
+    assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ("[sigining]\n", r"unknown section \[sigining\]"),
