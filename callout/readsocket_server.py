@@ -30,6 +30,7 @@ Protocol (this module is its definition):
   is off. It does not record a second event for a message the RCPT ACL already judged.
 - Anything else: `error unknown command`, `error malformed request`, `error empty request`.
   `error` is a configuration or client fault: act only on `reject`, `defer` and `warn`.
+- A fault of ours while answering any command: `defer <text>` (invariant 6), never silence.
 
 Exim's fourth argument replaces each newline of the response when it is non-empty; an empty one
 leaves the newline in place, so the ACL strips it. The RCPT ACL a postmaster pastes is
@@ -39,6 +40,7 @@ Authentication-Results is deploy/exim/authentication-results.conf.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from . import authresults
@@ -46,6 +48,8 @@ from .decision import Action, Decision
 from .exchange import CloseConnection, Exchanges
 from .service import VerificationService
 from .signing import Outcome, sign_sender
+
+log = logging.getLogger("antiforgery.readsocket")
 
 MAX_LINE = 2048
 
@@ -162,20 +166,27 @@ class ReadsocketSession:
         except RequestError as exc:
             response = f"error {exc}"
         else:
-            if isinstance(request, Verify):
-                decision = self.service.decide(self.service.request(request.sender, request.recipient), "readsocket")
-                response = verify_response(decision)
-            elif isinstance(request, AuthRes):
-                response = self._authentication_results(request)
-            else:
-                signing = sign_sender(self.service, request.address, "readsocket")
-                if signing.outcome is Outcome.SIGNED:
-                    response = signing.address
-                elif signing.outcome is Outcome.UNAVAILABLE:
-                    response = "defer forgery protection unavailable: the directory has not been loaded"
-                else:
-                    response = "-"
+            try:
+                response = self._respond(request)
+            except Exception:
+                # Closing without an answer would read as "" in Exim, and its ACL acts only on
+                # reject, defer and warn: a fault must cost a retry, never let mail through.
+                log.exception("readsocket: %s failed", type(request).__name__.lower())
+                response = "defer forgery check failed on our side; try again later"
         return _one_line(response).encode("utf-8", "replace") + b"\n"
+
+    def _respond(self, request: Verify | Sign | AuthRes) -> str:
+        if isinstance(request, Verify):
+            decision = self.service.decide(self.service.request(request.sender, request.recipient), "readsocket")
+            return verify_response(decision)
+        if isinstance(request, AuthRes):
+            return self._authentication_results(request)
+        signing = sign_sender(self.service, request.address, "readsocket")
+        if signing.outcome is Outcome.SIGNED:
+            return signing.address
+        if signing.outcome is Outcome.UNAVAILABLE:
+            return "defer forgery protection unavailable: the directory has not been loaded"
+        return "-"
 
     def _authentication_results(self, request: AuthRes) -> str:
         if not self.authserv_id:

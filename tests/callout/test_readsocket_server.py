@@ -245,6 +245,18 @@ def test_the_documented_exim_acl_checks_addresses_with_spaces_too(exim, port: in
     assert reply.startswith("550 5.7.1 bounce to alice=x y@example.ac.uk refused")
 
 
+def test_the_documented_exim_acl_defers_on_a_fault_in_the_service(  # type: ignore[no-untyped-def]
+    exim, port: int, running_service: RunningService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Closing without an answer reads as "" in Exim, and the ACL acts only on reject/defer/warn.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug outside decide()'s own guard")
+
+    monkeypatch.setattr(running_service.service, "decide", broken)
+    reply = smtp_reply_to_rcpt(exim, rcpt_acl(port), "alice@example.ac.uk", "x@other.org")
+    assert reply.startswith("451 4.3.0 forgery check failed on our side")
+
+
 def test_the_documented_exim_acl_defers_when_the_service_is_unreachable(exim) -> None:  # type: ignore[no-untyped-def]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
