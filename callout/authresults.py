@@ -73,10 +73,46 @@ def pyspf_check(client_ip: str, sender: str, helo: str) -> str:
     return str(result)
 
 
-_AUTHSERV = re.compile(r"^\s*Authentication-Results\s*:\s*([^;\s]+)", re.IGNORECASE)
+_NAME = re.compile(r"^\s*Authentication-Results\s*:", re.IGNORECASE)
+_TOKEN = re.compile(r'[^\s;()"]+')
+
+
+def _skip_cfws(value: str, i: int) -> int:
+    """Past folding white space and (nested) comments, RFC 5322 section 3.2.2."""
+    depth = 0
+    while i < len(value):
+        c = value[i]
+        if c == "\\" and depth:
+            i += 2
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")" and depth:
+            depth -= 1
+        elif not depth and not c.isspace():
+            return i
+        i += 1
+    return i
+
+
+def _authserv_id(value: str) -> str:
+    """The authserv-id a header value claims: RFC 8601 section 2.2 makes it a `value` (RFC 2045: a
+    token or a quoted-string) with CFWS around it, and readers such as the authres package accept
+    both, so both must be recognised here."""
+    i = _skip_cfws(value, 0)
+    if value[i : i + 1] == '"':
+        chars, i = [], i + 1
+        while i < len(value) and value[i] != '"':
+            if value[i] == "\\":
+                i += 1
+            chars.append(value[i : i + 1])
+            i += 1
+        return "".join(chars)
+    match = _TOKEN.match(value, i)
+    return match[0] if match else ""
 
 
 def is_ours(header_line: str, authserv_id: str) -> bool:
     """True if an Authentication-Results header claims our authserv-id (and must be stripped)."""
-    match = _AUTHSERV.match(header_line)
-    return match is not None and match[1].lower() == authserv_id.lower()
+    match = _NAME.match(header_line)
+    return match is not None and _authserv_id(header_line[match.end() :]).lower() == authserv_id.lower()

@@ -56,6 +56,37 @@ def test_foreign_copies_of_our_authserv_id_are_recognised() -> None:
     assert not is_ours("Authentication-Results: mail.example.ac.uk.evil.org; none", "mail.example.ac.uk")
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Authentication-Results: (relayed) mail.example.ac.uk; x-signed-sender=pass",
+        "Authentication-Results: (a (nested) \\) comment)\r\n\tmail.example.ac.uk; x-signed-sender=pass",
+        'Authentication-Results: "mail.example.ac.uk"; x-signed-sender=pass',
+        'Authentication-Results: "mail.exam\\ple.ac.uk" (quoted); x-signed-sender=pass',
+        "Authentication-Results:\r\n mail.example.ac.uk (comment after); x-signed-sender=pass",
+    ],
+)
+def test_our_authserv_id_behind_a_comment_or_quoted_is_ours_as_readers_take_it(line: str) -> None:
+    """RFC 8601 section 2.2: the authserv-id is a token or a quoted-string with CFWS around it. A
+    reader (authres here, a list server) takes these for our verdict, so the strip must too (invariant 8).
+    authres does not read the quoted form; others may, and stripping it costs nothing genuine."""
+    if '"' not in line:
+        assert parsed(line.replace("\r\n", "")).authserv_id.lower() == "mail.example.ac.uk"
+    assert is_ours(line, "mail.example.ac.uk")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Authentication-Results: (mail.example.ac.uk) mx.other.org; spf=pass",
+        'Authentication-Results: "mail.example.ac.uk.evil.org"; none',
+        "Authentication-Results: (unclosed mail.example.ac.uk; none",
+    ],
+)
+def test_our_authserv_id_only_in_a_comment_or_as_a_prefix_is_not_ours(line: str) -> None:
+    assert not is_ours(line, "mail.example.ac.uk")
+
+
 def test_policy_prepends_our_verdict_at_the_data_stage(running_service: RunningService) -> None:
     running_service.store.add_user("alice", "alice@example.ac.uk", mode=Mode.FULL)
     running_service.call(running_service.service.refresh())
