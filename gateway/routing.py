@@ -8,7 +8,8 @@ lead; and the submission proxy (`gateway.submission.plan.address_syntax`) refuse
 that could lead somewhere other than where it says, so that what it checks is what is delivered:
 
 - text after the first white space or control character is not part of the address (an MTA
-  reads a CR LF as the end of the command: `alice@example.ac.uk\\r\\nRCPT TO:<x>`);
+  reads a CR LF as the end of the command: `alice@example.ac.uk\\r\\nRCPT TO:<x>`), except a space
+  inside a whole quoted local part (`"alice=x y"@example.ac.uk` is alice's mailbox, by delimiter);
 - a source route `@relay,@relay2:user@domain` is ignored, as RFC 5321 section 4.1.1.3 tells
   receivers to do;
 - a quoted local part is taken without its quotes and escapes (Postfix `resolve_dequoted_address`
@@ -30,14 +31,26 @@ MAX_STEPS = 6
 _SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f\s]")
 
 
+def _unescape(quoted: str) -> str:
+    return re.sub(r"\\(.)", r"\1", quoted)
+
+
 def _dequote(local: str) -> str:
     if len(local) >= 2 and local[0] == '"' and local[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", local[1:-1])
+        return _unescape(local[1:-1])
     return local
+
+
+#: `"local part"@domain`: RFC 5321 quoted-string (space allowed, no controls), a domain with no
+#: white space or controls. Its space is part of the mailbox, not the end of the address.
+_QUOTED_LOCAL = re.compile(r'"((?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*)"@([^\x00-\x20\x7f\s]+)')
 
 
 def _step(address: str) -> str | None:
     """One unwrapping, or None when the address has none of the syntax above."""
+    quoted = _QUOTED_LOCAL.fullmatch(address)
+    if quoted is not None:  # Postfix routes `"alice=x y"@site` as alice=x y@site: to alice (delimiter)
+        return f"{_unescape(quoted[1])}@{quoted[2]}"
     cut = _SPACE_OR_CONTROL.search(address)
     if cut is not None and cut.start() > 0:
         return address[: cut.start()]

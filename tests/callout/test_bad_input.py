@@ -58,6 +58,8 @@ REFUSED = {
     "alice@example.ac.uk@example.ac.uk": "routing_syntax",
     "alice@example.ac.uk@other.org": "routing_syntax",
     '"alice"@example.ac.uk': "unsigned",  # the same mailbox, quoted
+    '"alice=x y"@example.ac.uk': "routing_syntax",  # quoted, with a space: alice's, by the delimiter
+    '"alice=\\"x\\" y"@example.ac.uk': "routing_syntax",
     "ALICE@EXAMPLE.AC.UK": "unsigned",
     "webmaster@dept.example.ac.uk": "unsigned",  # a single-target alias of alice
     # injection: what follows a CR or LF is another SMTP command, not part of the address
