@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,6 +264,27 @@ def test_the_documented_exim_acl_defers_when_the_service_is_unreachable(exim) ->
         closed_port = probe.getsockname()[1]
     reply = smtp_reply_to_rcpt(exim, rcpt_acl(closed_port), "alice@example.ac.uk", "x@other.org")
     assert reply.startswith("451 4.3.0 forgery check unreachable")
+
+
+@pytest.mark.parametrize("answer", [b"", b"error malformed request\n"], ids=["closed", "error"])
+def test_the_documented_exim_acl_defers_on_an_answer_it_cannot_act_on(exim, answer: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Whatever the cause (a service of another version, a proxy in between), "" or "error" must not
+    read as no objection: the ACL's other conditions act only on reject, defer and warn."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer_once() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(answer)
+
+        thread = threading.Thread(target=answer_once, daemon=True)
+        thread.start()
+        reply = smtp_reply_to_rcpt(exim, rcpt_acl(server.getsockname()[1]), "alice@example.ac.uk", "x@other.org")
+        thread.join(5)
+    assert reply.startswith("451 4.3.0 forgery check gave no usable answer")
 
 
 def test_the_documented_exim_acl_defers_while_the_directory_is_not_loaded(exim) -> None:  # type: ignore[no-untyped-def]
