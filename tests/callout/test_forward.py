@@ -95,14 +95,19 @@ def test_other_domains_and_recipients_of_normal_mail_are_never_called(setup: Set
     assert setup.dept.seen == []
 
 
-def test_the_callout_responder_forwards_callouts_for_internal_domains(setup: Setup) -> None:
-    handler = CalloutHandler(setup.running.service, forward=setup.check)
+def callout_to_responder(setup: Setup, forward: Any, recipient: str) -> tuple[int, bytes]:
+    """A remote MTA's callout (MAIL FROM:<>, RCPT TO) to our responder, which forwards with `forward`."""
+    handler = CalloutHandler(setup.running.service, forward=forward)
     server = setup.running.call(handler.listen("127.0.0.1", 0))
     setup.running.servers.append(server)
     with smtplib.SMTP("127.0.0.1", server.sockets[0].getsockname()[1], timeout=10) as smtp:
         smtp.ehlo("mx.remote.test")
         smtp.mail("")
-        code, text = smtp.rcpt(f"ghost@{DEPT}")
+        return smtp.rcpt(recipient)
+
+
+def test_the_callout_responder_forwards_callouts_for_internal_domains(setup: Setup) -> None:
+    code, text = callout_to_responder(setup, setup.check, f"ghost@{DEPT}")
     assert code == 550 and text.decode().startswith(f"5.1.1 bounce to ghost@{DEPT} refused")
 
 
@@ -124,13 +129,7 @@ def localised_server(servers: Servers, rcpt_reply: bytes) -> int:
 
 def test_a_localised_temporary_answer_reaches_the_callout_caller_as_a_4xx(setup: Setup, servers: Servers) -> None:
     port = localised_server(servers, "450 4.2.1 Postfach vorübergehend gesperrt\r\n".encode())
-    handler = CalloutHandler(setup.running.service, forward=setup.checking(port))
-    server = setup.running.call(handler.listen("127.0.0.1", 0))
-    setup.running.servers.append(server)
-    with smtplib.SMTP("127.0.0.1", server.sockets[0].getsockname()[1], timeout=10) as smtp:
-        smtp.ehlo("mx.remote.test")
-        smtp.mail("")
-        code, text = smtp.rcpt(f"carol@{DEPT}")
+    code, text = callout_to_responder(setup, setup.checking(port), f"carol@{DEPT}")
     assert code == 451, text  # never 500: a temporary failure must stay temporary (invariant 6)
     assert text.isascii() and text.startswith(b"4.4.3 cannot verify carol@dept.example.ac.uk")
     assert b"Postfach vor?bergehend gesperrt" in text
